@@ -1,0 +1,405 @@
+"""Command line: parse, configure logs, install signals, run.
+
+Exit codes (design.md section 7): 0 ok, 1 failure, 2 usage, 78 configuration error (EX_CONFIG, as
+`vector validate`). The process owns the signals: the first SIGTERM/SIGINT asks the agent to stop
+gracefully, a second one abandons the drain (uvicorn's two-stage stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from bridge_agent import __version__, logs
+from bridge_agent.agent import Agent, RootTaskExited
+from bridge_agent.config import Config, Listen, default_config_path, load_config
+from bridge_agent.errors import BridgeError, ConfigError
+from bridge_agent.store import StateStore
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+
+log = structlog.get_logger("bridge_agent.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    logs.configure(json=_log_json(args.log_format), level=args.log_level)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"bridge-agent: configuration error in {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge-agent",
+        description="Keeps a central SEO hub in sync with a store's catalog, in both directions.",
+    )
+    parser.add_argument("--version", action="version", version=f"bridge-agent {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="agent.toml (default: ./agent.toml, then /etc/bridge-agent/agent.toml)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format", default="auto", choices=["auto", "json", "console"],
+        help="json lines (journald) or console; auto picks console on a terminal",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent until stopped")
+    run.set_defaults(handler=cmd_run)
+
+    validate = sub.add_parser("validate", help="check the configuration; exit 0 or 78")
+    validate.set_defaults(handler=cmd_validate)
+
+    status = sub.add_parser("status", help="show outbox, hub and stores")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    outbox = sub.add_parser("outbox", help="inspect and retry the outbox")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    listing = outbox_sub.add_parser("list", help="list outbox rows (default: rejected ones)")
+    listing.add_argument("--state", choices=["rejected", "pending", "all"], default="rejected")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_outbox_list)
+    retry = outbox_sub.add_parser("retry", help="send rejected rows again (as full products)")
+    retry.add_argument("products", nargs="*", metavar="STORE:ID", help="default: all rejected")
+    retry.set_defaults(handler=cmd_outbox_retry)
+
+    hub = sub.add_parser("hub", help="run the reference hub")
+    hub.add_argument("--listen", default="127.0.0.1:8600", help="host:port (default %(default)s)")
+    hub.add_argument("--db", type=Path, required=True, help="SQLite file of the hub")
+    hub.add_argument(
+        "--token", default=None,
+        help="agent token (prefer --token-file or $BRIDGE_HUB_TOKEN: arguments are visible in ps)",
+    )  # fmt: skip
+    hub.add_argument("--token-file", type=Path, default=None)
+    hub.set_defaults(handler=cmd_hub)
+
+    demo = sub.add_parser("demo", help="run a self-contained demo on loopback and exit")
+    demo.add_argument("--products", type=int, default=200)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _log_json(choice: str) -> bool | None:
+    return None if choice == "auto" else choice == "json"
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or default_config_path()
+    config = load_config(path)
+    logs.register_secrets(_secret_values(config))
+    return config
+
+
+def _secret_values(config: Config) -> list[str]:
+    values = [config.hub.token.reveal()]
+    for store in config.stores:
+        values += [s.reveal() for s in store.secrets.values()]
+    return values
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    return run_agent(config)
+
+
+def run_agent(config: Config) -> int:
+    agent = Agent(config)
+
+    async def runner() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal, agent, sig)
+        await agent.run()
+
+    try:
+        asyncio.run(runner())
+    except (BaseExceptionGroup, BridgeError) as exc:
+        leaves = list(_leaves(exc))
+        for leaf in leaves:
+            if isinstance(leaf, ConfigError):
+                raise leaf from None  # main() prints it and exits 78
+        for leaf in leaves:
+            log.error("agent_failed", error=f"{type(leaf).__name__}: {leaf}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The real errors inside (nested) exception groups, and the cause of a root task's exit."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    if isinstance(exc, RootTaskExited) and isinstance(exc.__cause__, BridgeError):
+        return [exc.__cause__]
+    return [exc]
+
+
+def _on_signal(agent: Agent, sig: signal.Signals) -> None:
+    log.info("signal_received", signal=sig.name, drain="abandon" if agent.draining else "start")
+    agent.stop()
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    stores = ", ".join(f"{s.id} ({s.platform})" for s in config.stores) or "no stores"
+    print(f"{config.source}: OK: agent {config.agent.id!r}, hub {config.hub.url}, {stores}")
+    return EXIT_OK
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    doc = _live_status(config.health.listen)
+    if doc is None:
+        doc = asyncio.run(_offline_status(config))
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(render_status(doc))
+    return EXIT_OK
+
+
+def _live_status(listen: Listen) -> dict[str, Any] | None:
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "", "::") else listen.host  # noqa: S104
+    url = f"http://{host}:{listen.port}/status"
+    if ":" in host:
+        url = f"http://[{host}]:{listen.port}/status"
+    try:
+        response = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+async def _offline_status(config: Config) -> dict[str, Any]:
+    """What the state directory says while the agent is not running."""
+    async with StateStore.open(config.agent.state_dir) as state:
+        stats = await state.stats()
+        last = await state.meta("last_shipment_at")
+        now = time.time()
+        return {
+            "agent": config.agent.id,
+            "version": __version__,
+            "state": "stopped",
+            "outbox": {
+                "pending": stats.pending,
+                "rejected": stats.rejected,
+                "oldest_pending_age_seconds": None
+                if stats.oldest_pending_at is None
+                else round(now - stats.oldest_pending_at / 1e3, 3),
+            },
+            "last_shipment_at": None if last is None else int(last) / 1e3,
+            "hub": {"state": "unknown", "ok": None, "detail": "agent not running"},
+            "stores": {
+                s.id: {
+                    "platform": s.platform,
+                    "active": s.active,
+                    "state": "stopped",
+                    "ok": None,
+                    "detail": None,
+                    "products": await state.mirror_count(s.id),
+                }
+                for s in config.stores
+            },
+            "runs": [],
+            "events": [dataclasses.asdict(e) for e in await state.events(limit=10)],
+        }
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    """The human table of `bridge-agent status`."""
+    outbox = doc["outbox"]
+    hub = doc["hub"]
+    age = outbox.get("oldest_pending_age_seconds")
+    lines = [
+        f"agent   {doc['agent']}  ({doc['state']}, bridge-agent {doc['version']})",
+        f"outbox  {outbox['pending']} pending, {outbox['rejected']} rejected"
+        + (f", oldest {_ago(age)}" if age is not None else ""),
+        f"hub     {hub['state']}" + (f": {hub['detail']}" if hub.get("detail") else ""),
+        "last shipment  "
+        + (_when(doc["last_shipment_at"]) if doc.get("last_shipment_at") else "never"),
+        "",
+        f"{'STORE':<16} {'PLATFORM':<12} {'STATE':<14} {'PRODUCTS':>8}  DETAIL",
+    ]
+    for store_id, s in sorted(doc["stores"].items()):
+        lines.append(
+            f"{store_id:<16} {s['platform']:<12} {s['state']:<14} {s['products']:>8}  "
+            + (s.get("detail") or "")
+        )
+    if doc.get("events"):
+        lines += ["", "recent events:"]
+        for e in doc["events"]:
+            where = "/".join(p for p in (e.get("store"), e.get("product")) if p)
+            code = f" [{e['status']}]" if e.get("status") else ""
+            lines.append(f"  {_when(e['at'] / 1e3)} {e['level']:<7} {where}{code} {e['message']}")
+    return "\n".join(lines)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def listing() -> list[dict[str, Any]]:
+        async with StateStore.open(config.agent.state_dir) as state:
+            rows = await state.outbox_rows(
+                state=None if args.state == "all" else args.state, limit=args.limit
+            )
+        return [
+            {"store": r.store, "id": r.id, "state": r.state, "seq": r.seq, "source": r.source,
+             "attempts": r.attempts, "first_at": r.first_at, "reason": r.last_error}
+            for r in rows
+        ]  # fmt: skip
+
+    rows = asyncio.run(listing())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no {args.state if args.state != 'all' else ''} outbox rows".replace("  ", " "))
+        return EXIT_OK
+    print(f"{'STORE':<12} {'PRODUCT':<16} {'STATE':<9} {'TRIES':>5}  REASON")
+    for r in rows:
+        print(
+            f"{r['store']:<12} {r['id']:<16} {r['state']:<9} {r['attempts']:>5}  "
+            + (r["reason"] or "")
+        )
+    return EXIT_OK
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    config = _config(args)
+    keys: list[tuple[str, str]] | None = None
+    if args.products:
+        keys = []
+        for text in args.products:
+            store, sep, product = text.partition(":")
+            if not sep or not store or not product:
+                print(f"bridge-agent: expected STORE:ID, got {text!r}", file=sys.stderr)
+                return EXIT_USAGE
+            keys.append((store, product))
+
+    async def retry() -> int:
+        async with StateStore.open(config.agent.state_dir) as state:
+            return await state.retry_rejected(keys)
+
+    count = asyncio.run(retry())
+    # A running agent's shipper looks at the outbox every few seconds even when idle.
+    print(f"{count} rejected row(s) queued again as full products")
+    return EXIT_OK
+
+
+# -- hub --------------------------------------------------------------------------------------
+
+
+def cmd_hub(args: argparse.Namespace) -> int:
+    from bridge_agent.hub import serve  # noqa: PLC0415 - the agent itself never needs the hub
+
+    token = args.token
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            print(f"bridge-agent hub: cannot read --token-file: {exc.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+    token = token or os.environ.get("BRIDGE_HUB_TOKEN")
+    if not token:
+        print("bridge-agent hub: give --token-file, --token or $BRIDGE_HUB_TOKEN", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        listen = Listen.parse(args.listen)
+    except ValueError as exc:
+        print(f"bridge-agent hub: --listen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run_hub() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(
+            serve(
+                listen.host, listen.port, args.db, token,
+                ready=lambda port: log.info("hub_listening", host=listen.host, port=port),
+            )
+        )  # fmt: skip
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, waiter}, return_when="FIRST_COMPLETED")
+        task.cancel()
+        waiter.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    try:
+        asyncio.run(run_hub())
+    except (OSError, BridgeError) as exc:
+        log.error("hub_failed", error=str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge_agent.demo import run_demo  # noqa: PLC0415 - only the demo needs it
+
+    code: int = run_demo(products=args.products)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""The agent's local HTTP server: `/healthz`, `/metrics` and `/status`, on loopback by default.
+
+- `GET /healthz`: 200 when every named check passes, 503 while draining or when one fails. The
+  body names each check (state store, hub, each store) with its state and detail, so an operator
+  sees *what* is wrong, not only that something is (NGINX Agent's named sub-checks, Vector's 503
+  while draining).
+- `GET /metrics`: Prometheus text (see `metrics.py`).
+- `GET /status`: JSON for `bridge-agent status` and scripts: outbox depth, oldest pending age,
+  last shipment, hub link, per-store state, runs and recent events.
+
+The server only reads: it never writes the state store or calls a store or the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge_agent import __version__
+from bridge_agent.errors import StateStoreError
+from bridge_agent.health import Check, Health
+from bridge_agent.metrics import Metrics
+from bridge_agent.shipper import HubLink
+from bridge_agent.store import StateStore
+
+log = structlog.get_logger("bridge_agent.server")
+
+STATE_STORE_TIMEOUT = 2.0
+
+
+@dataclass
+class StoreView:
+    """What the server shows about one configured store."""
+
+    id: str
+    platform: str
+    active: bool
+    health: Health
+
+
+@dataclass
+class AgentView:
+    """Everything the server reads, handed over by the agent."""
+
+    agent_id: str
+    state: StateStore
+    hub: HubLink
+    metrics: Metrics
+    stores: Mapping[str, StoreView]
+    draining: Callable[[], bool]
+    started_at: float = field(default_factory=time.time)
+
+
+VIEW = web.AppKey("view", AgentView)
+
+
+def make_app(view: AgentView) -> web.Application:
+    app = web.Application()
+    app[VIEW] = view
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    _declare_metrics(view)
+    return app
+
+
+async def serve(
+    app: web.Application, host: str, port: int, *, bound: Callable[[int], None] | None = None
+) -> None:
+    """Root task: serve until cancelled, then shut down. `bound(port)` once listening."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        actual = int(runner.addresses[0][1])  # the real port when asked for port 0
+        log.info("listening", host=host, port=actual)
+        if bound is not None:
+            bound(actual)
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(runner.cleanup())
+
+
+async def checks(view: AgentView) -> list[Check]:
+    out = [await _state_store_check(view.state)]
+    out.append(view.hub.health.check())
+    for store in view.stores.values():
+        if not store.active:
+            out.append(Check(f"store:{store.id}", True, "inactive"))
+        else:
+            c = store.health.check()
+            out.append(Check(f"store:{store.id}", c.ok, c.state, c.detail))
+    return out
+
+
+async def healthz(request: web.Request) -> web.Response:
+    view = request.app[VIEW]
+    found = await checks(view)
+    draining = view.draining()
+    healthy = all(c.ok for c in found) and not draining
+    body = {
+        "status": "draining" if draining else ("ok" if healthy else "failing"),
+        "checks": {c.name: {"ok": c.ok, "state": c.state, "detail": c.detail} for c in found},
+    }
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    view = request.app[VIEW]
+    try:
+        stats = await view.state.stats()
+    except StateStoreError:
+        stats = None
+    if stats is not None:
+        m = view.metrics
+        m.set("bridge_outbox_pending_items", stats.pending)
+        m.set("bridge_outbox_rejected_items", stats.rejected)
+        age = (
+            0.0 if stats.oldest_pending_at is None else time.time() - stats.oldest_pending_at / 1e3
+        )
+        m.set("bridge_outbox_oldest_pending_age_seconds", max(age, 0.0))
+    return web.Response(
+        text=view.metrics.render(), content_type="text/plain", charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )  # fmt: skip
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await status_document(request.app[VIEW]))
+
+
+async def status_document(view: AgentView) -> dict[str, Any]:
+    now = time.time()
+    stats = await view.state.stats()
+    last_shipment = view.hub.last_shipment_at
+    if last_shipment is None:
+        stored = await view.state.meta("last_shipment_at")
+        last_shipment = None if stored is None else int(stored) / 1e3
+    runs = await view.state.runs(limit=10)
+    events = await view.state.events(limit=10)
+    hub = view.hub.health
+    return {
+        "agent": view.agent_id,
+        "version": __version__,
+        "state": "draining" if view.draining() else "running",
+        "uptime_seconds": round(now - view.started_at, 3),
+        "outbox": {
+            "pending": stats.pending,
+            "rejected": stats.rejected,
+            "oldest_pending_age_seconds": None
+            if stats.oldest_pending_at is None
+            else round(max(now - stats.oldest_pending_at / 1e3, 0.0), 3),
+        },
+        "last_shipment_at": last_shipment,
+        "hub": {
+            "state": hub.state,
+            "ok": not hub.failing,
+            "detail": hub.detail,
+            "since": hub.since,
+            "failures": view.hub.failures,
+            "retry_at": view.hub.retry_at,
+        },
+        "stores": {
+            s.id: {
+                "platform": s.platform,
+                "active": s.active,
+                "state": s.health.state if s.active else "inactive",
+                "ok": not s.health.failing,
+                "detail": s.health.detail,
+                "since": s.health.since,
+                "products": await view.state.mirror_count(s.id),
+            }
+            for s in view.stores.values()
+        },
+        "runs": [
+            {k: v for k, v in asdict(r).items() if k not in ("config", "checkpoint")} for r in runs
+        ],
+        "events": [asdict(e) for e in events],
+    }
+
+
+async def _state_store_check(state: StateStore) -> Check:
+    try:
+        async with asyncio.timeout(STATE_STORE_TIMEOUT):
+            await state.check()
+    except (StateStoreError, TimeoutError) as exc:
+        return Check("state_store", False, "failing", str(exc) or "no answer within 2 s")
+    return Check("state_store", True, "ok")
+
+
+def _declare_metrics(view: AgentView) -> None:
+    m = view.metrics
+    m.gauge("bridge_build_info", "Build of the running agent (value is always 1).")
+    m.set("bridge_build_info", 1, version=__version__)
+    m.gauge("bridge_outbox_pending_items", "Products waiting to be shipped to the hub.")
+    m.gauge("bridge_outbox_rejected_items", "Products the hub rejected, set aside.")
+    m.gauge("bridge_outbox_oldest_pending_age_seconds", "Age of the oldest pending change.")
+    m.gauge("bridge_hub_up", "1 when the last request to the hub succeeded.")
+    m.gauge("bridge_hub_last_shipment_timestamp_seconds", "When the hub last accepted an item.")
+    m.gauge("bridge_draining", "1 while the agent drains its outbox before stopping.")
+
+    def refresh(metrics: Metrics) -> None:
+        metrics.set("bridge_hub_up", 0 if view.hub.health.failing else 1)
+        if view.hub.last_shipment_at is not None:
+            metrics.set("bridge_hub_last_shipment_timestamp_seconds", view.hub.last_shipment_at)
+        metrics.set("bridge_draining", 1 if view.draining() else 0)
+
+    m.collect_with(refresh)

@@ -1,0 +1,360 @@
+"""The shipper: outbox -> hub, at least once, latest state wins.
+
+Theory of operation. `run()` is a root task that loops on `ship_once()`. A round reads the oldest
+pending outbox rows, turns each into a protocol item (a `patch` against the hash the hub
+acknowledged last, an `upsert` when there is no such base, or a `delete`), fills a batch up to
+`batch_max_items` and `batch_max_bytes`, posts it, and settles every item from the hub's answer in
+one transaction. Rows leave the outbox only on an `ok` for the very seq that was sent.
+
+Failures and what they do:
+
+- connection errors, timeouts, 5xx, 429/503 and replies that are not protocol v1: nothing is
+  settled; the next try waits for full-jitter backoff, at least the hub's `Retry-After`.
+- 401/403: shipping stops (the token is wrong; retrying every second helps nobody), health shows
+  it, and the shipper tries again every `auth_retry_interval` or when nudged by a reload.
+- 413, 400, 422: the batch is split in halves and each half sent alone, so one oversized or
+  malformed item is isolated; alone, it is set aside as `rejected` with the hub's reason.
+- `need_full` for a patch: the base is dropped and the row gets a new seq, so the next round
+  sends an `upsert`. `need_full` for an upsert would loop forever, so it is a rejection.
+
+The batch id is derived from the agent id and the seqs in it: a retry of the same items reuses the
+id, as the protocol asks, while a batch whose rows were re-dirtied meanwhile is a new batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import msgpack
+import structlog
+
+from bridge_agent import wire
+from bridge_agent.aio import wait_event
+from bridge_agent.errors import (
+    HubAuthFailed,
+    HubError,
+    HubRejected,
+    HubUnavailable,
+    WireError,
+)
+from bridge_agent.health import Health
+from bridge_agent.metrics import Metrics
+from bridge_agent.store import DueItem, Settlement, StateStore, now_ms
+from bridge_agent.sync import patch
+from bridge_agent.sync.retry import Backoff, parse_retry_after
+
+log = structlog.get_logger("bridge_agent.shipper")
+
+BATCHES_PATH = "/v1/batches"
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperSettings:
+    agent_id: str
+    batch_max_items: int = 500
+    batch_max_bytes: int = 1_048_576
+    batch_linger: float = 0.05
+    backoff: Backoff = field(default_factory=Backoff)
+    auth_retry_interval: float = 300.0
+    idle_interval: float = 5.0
+
+
+@dataclass
+class HubLink:
+    """What health and status say about the hub. Mutated only by the shipper."""
+
+    health: Health = field(default_factory=lambda: Health("hub"))
+    failures: int = 0  # consecutive failed requests
+    last_shipment_at: float | None = None  # epoch seconds of the last accepted item
+    retry_at: float | None = None  # epoch seconds of the next attempt while failing
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """One item ready to send, with what settling an `ok` must write to the mirror."""
+
+    due: DueItem
+    op: str
+    encoded: bytes
+
+
+class HubClient:
+    """Posts encoded batches to the hub and maps its answers onto the error tree."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": wire.CONTENT_TYPE}
+
+    async def send(self, body: bytes) -> tuple[wire.Result, ...]:
+        try:
+            response = await self._http.post(BATCHES_PATH, content=body, headers=self._headers)
+        except httpx.TimeoutException:
+            raise HubUnavailable("hub did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise HubUnavailable(f"cannot reach the hub: {type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status == 200:
+            try:
+                return wire.decode_results(response.content)
+            except WireError as exc:
+                raise HubUnavailable(f"hub reply is not protocol v1: {exc}", status=200) from None
+        detail = _short(response.text)
+        if status in (401, 403):
+            raise HubAuthFailed(
+                f"hub refused the agent token ({status}): check [hub] token", status=status
+            )
+        if status in (400, 413, 422):
+            raise HubRejected(f"hub refused the batch ({status}): {detail}", status=status)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 404:
+            detail = f"no {BATCHES_PATH} at this address: check [hub] url"
+        raise HubUnavailable(
+            f"hub answered {status}: {detail}", status=status, retry_after=retry_after
+        )
+
+
+class Shipper:
+    """Root task that moves the outbox to the hub. See the module docstring."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        hub: HubClient,
+        settings: ShipperSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._wake.set()  # ship the backlog left by the last run at once
+        self.hub = HubLink()
+        _declare_metrics(metrics)
+
+    def nudge(self) -> None:
+        """New rows are in the outbox (or the config changed): wake up now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Ship until cancelled."""
+        while True:
+            # Also look now and then without a nudge: `outbox retry` writes from another process.
+            await wait_event(self._wake, self._settings.idle_interval)
+            self._wake.clear()
+            await asyncio.sleep(self._settings.batch_linger)  # let a burst fill the batch
+            while True:
+                try:
+                    shipped = await self.ship_once()
+                except HubAuthFailed:
+                    await self._sleep_or_nudge(self._settings.auth_retry_interval)
+                    continue
+                except HubUnavailable as exc:
+                    delay = self._settings.backoff.delay(
+                        self.hub.failures - 1, retry_after=exc.retry_after
+                    )
+                    await self._sleep_or_nudge(delay, wakeable=False)
+                    continue
+                if shipped == 0:
+                    break
+
+    async def drain(self, *, abandon: asyncio.Event) -> int:
+        """Ship until the outbox has nothing pending, the hub fails, or `abandon` is set.
+
+        Used at shutdown under the caller's timeout: no retries, whatever is left stays on disk.
+        """
+        total = 0
+        while not abandon.is_set():
+            try:
+                shipped = await self.ship_once()
+            except HubError:
+                break
+            if shipped == 0:
+                break
+            total += shipped
+        return total
+
+    async def ship_once(self) -> int:
+        """One round: read due rows, send them (splitting if the hub asks), settle.
+
+        Returns the number of rows settled (0 when nothing was due). Raises HubUnavailable or
+        HubAuthFailed when the hub could not take the batch; nothing is settled then.
+        """
+        due = await self._store.due(self._settings.batch_max_items)
+        if not due:
+            return 0
+        built, local = self._build(due)
+        if local:
+            await self._store.settle(local)
+        batch = _fit(built, self._settings.batch_max_bytes)
+        if not batch:
+            return len(local)
+        settlements = await self._send_splitting(batch)
+        await self._store.settle(settlements)
+        self._count(settlements)
+        return len(local) + len(settlements)
+
+    async def _send_splitting(self, batch: Sequence[_Built]) -> list[Settlement]:
+        try:
+            results = await self._send(batch)
+        except HubRejected as exc:
+            if len(batch) == 1:
+                self._metrics.inc("bridge_hub_batches_total", outcome="rejected")
+                one = batch[0].due
+                log.warning("item_rejected_by_hub", store=one.store, product=one.id, error=str(exc))
+                return [Settlement(one.store, one.id, one.seq, "rejected", reason=str(exc))]
+            self._metrics.inc("bridge_hub_batches_total", outcome="split")
+            middle = len(batch) // 2
+            log.info("batch_split", items=len(batch), status=exc.status)
+            first = await self._send_splitting(batch[:middle])
+            return first + await self._send_splitting(batch[middle:])
+        return self._settlements(batch, results)
+
+    async def _send(self, batch: Sequence[_Built]) -> tuple[wire.Result, ...]:
+        seqs = [b.due.seq for b in batch]
+        body = wire.assemble_batch(
+            self._settings.agent_id,
+            _batch_id(self._settings.agent_id, seqs),
+            now_ms(),
+            [b.encoded for b in batch],
+        )
+        started = self._clock()
+        try:
+            results = await self._hub.send(body)
+        except HubAuthFailed as exc:
+            self._failed("auth_failed", exc)
+            raise
+        except HubUnavailable as exc:
+            self._failed("unreachable", exc)
+            raise
+        finally:
+            self._metrics.inc("bridge_hub_request_duration_seconds_total", self._clock() - started)
+            self._metrics.inc("bridge_hub_requests_total")
+        self._metrics.inc("bridge_hub_bytes_sent_total", len(body))
+        self._metrics.inc("bridge_hub_batches_total", outcome="ok")
+        self._succeeded()
+        return results
+
+    def _build(self, due: Sequence[DueItem]) -> tuple[list[_Built], list[Settlement]]:
+        """Protocol items for due rows, and rows that need no item at all (already at the hub)."""
+        built: list[_Built] = []
+        local: list[Settlement] = []
+        for d in due:
+            if d.deleted:
+                op, hash_, base, packed = "delete", None, None, None
+            elif d.acked_hash is not None and d.acked_data is not None:
+                if d.acked_hash == d.hash:
+                    # Changed and changed back before shipping: the hub already holds this.
+                    local.append(Settlement(d.store, d.id, d.seq, "ok", d.hash, d.data))
+                    continue
+                assert d.data is not None
+                delta = patch.diff(_unpack(d.acked_data), _unpack(d.data))
+                op, hash_, base, packed = "patch", d.hash, d.acked_hash, wire.packb(delta)
+            else:
+                op, hash_, base, packed = "upsert", d.hash, None, d.data
+            encoded = wire.encode_item_parts(
+                seq=d.seq,
+                store=d.store,
+                id=d.id,
+                op=op,
+                hash=hash_,
+                base=base,
+                packed_data=packed,
+                observed_at=d.observed_at,
+                source=d.source,
+            )
+            built.append(_Built(d, op, encoded))
+        return built, local
+
+    def _settlements(
+        self, batch: Sequence[_Built], results: Sequence[wire.Result]
+    ) -> list[Settlement]:
+        by_seq = {r.seq: r for r in results}
+        out = []
+        for b in batch:
+            d = b.due
+            result = by_seq.get(d.seq)
+            if result is None:
+                out.append(Settlement(d.store, d.id, d.seq, "retry", reason="hub sent no result"))
+            elif result.status == "ok":
+                ok_hash, ok_data = (None, None) if d.deleted else (d.hash, d.data)
+                out.append(Settlement(d.store, d.id, d.seq, "ok", ok_hash, ok_data))
+            elif result.status == "need_full" and b.op != "upsert":
+                out.append(Settlement(d.store, d.id, d.seq, "need_full", reason=result.reason))
+            else:
+                reason = result.reason or "no reason given"
+                if result.status == "need_full":
+                    reason = f"hub asked for a full product in reply to one: {reason}"
+                log.warning("item_rejected_by_hub", store=d.store, product=d.id, reason=reason)
+                out.append(Settlement(d.store, d.id, d.seq, "rejected", reason=reason))
+        return out
+
+    def _count(self, settlements: Sequence[Settlement]) -> None:
+        for s in settlements:
+            self._metrics.inc("bridge_hub_items_total", status=s.outcome)
+        if any(s.outcome == "ok" for s in settlements):
+            self.hub.last_shipment_at = time.time()
+
+    def _failed(self, state: str, exc: HubError) -> None:
+        self.hub.failures += 1
+        self.hub.health.fail(state, str(exc))
+
+    def _succeeded(self) -> None:
+        self.hub.health.ok()
+        self.hub.failures, self.hub.retry_at = 0, None
+
+    async def _sleep_or_nudge(self, delay: float, *, wakeable: bool = True) -> None:
+        self.hub.retry_at = time.time() + delay
+        if not wakeable:
+            await asyncio.sleep(delay)
+            return
+        self._wake.clear()
+        await wait_event(self._wake, delay)
+
+
+def _fit(built: Sequence[_Built], max_bytes: int) -> list[_Built]:
+    """The longest prefix of items within the byte budget (at least one item)."""
+    total = 64  # envelope
+    out: list[_Built] = []
+    for b in built:
+        total += len(b.encoded)
+        if out and total > max_bytes:
+            break
+        out.append(b)
+    return out
+
+
+def _batch_id(agent: str, seqs: Sequence[int]) -> str:
+    h = hashlib.blake2b(agent.encode(), digest_size=9)
+    for seq in seqs:
+        h.update(seq.to_bytes(8, "big"))
+    return base64.urlsafe_b64encode(h.digest()).decode("ascii")
+
+
+def _unpack(blob: bytes) -> dict[str, object]:
+    data: dict[str, object] = msgpack.unpackb(blob, raw=False)
+    return data
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _declare_metrics(metrics: Metrics) -> None:
+    metrics.counter("bridge_hub_requests_total", "Batches posted to the hub, whatever the answer.")
+    metrics.counter(
+        "bridge_hub_request_duration_seconds_total", "Time spent waiting for hub answers."
+    )
+    metrics.counter("bridge_hub_bytes_sent_total", "Bytes of batch bodies the hub accepted.")
+    metrics.counter("bridge_hub_batches_total", "Batches by outcome: ok, split, rejected.")
+    metrics.counter("bridge_hub_items_total", "Items settled by status: ok, need_full, rejected.")

@@ -1,0 +1,246 @@
+"""The spool watcher: local change hooks written as files by a store-side plugin (design.md 5).
+
+Theory of operation. The watcher treats file-system events only as a wake-up call: every round it
+lists `<spool_dir>/incoming/*.json` itself, oldest first. That one path serves the backlog at start
+(files written while the agent was down), bursts, missed notifications and retries alike.
+
+A round parses up to `max_files` files, coalesces their events by product id (ten hooks for one
+product are one re-fetch), re-fetches each product from the platform, records every result in one
+transaction, and only then deletes the files (guarantee 2). A hook is a hint, never the data: a
+`product.deleted` event for a product the store still returns records the product, and an update
+for a product the store no longer has records a deletion.
+
+Failures:
+- a file that is not a valid spool document moves to `<spool_dir>/rejected/` beside a `.why` note,
+  and never blocks the files after it;
+- a re-fetch that fails (store down, 5xx) leaves that product's files in place; they are retried
+  after a backoff, and the files of other products go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import watchfiles
+
+from bridge_agent.aio import wait_event
+from bridge_agent.errors import PlatformError, ProductNotFound
+from bridge_agent.health import Health
+from bridge_agent.metrics import Metrics
+from bridge_agent.model import Change, Product
+from bridge_agent.platforms import Platform
+from bridge_agent.store import StateStore, now_ms
+from bridge_agent.sync.retry import Backoff
+
+log = structlog.get_logger("bridge_agent.spool")
+
+EVENTS = frozenset({"product.created", "product.updated", "product.deleted", "stock.updated"})
+MAX_FILE_BYTES = 1_048_576
+
+
+class SpoolFileError(ValueError):
+    """A spool file that can never be processed; the message goes into its `.why` note."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEvent:
+    event: str
+    id: str
+
+
+def parse_spool(raw: bytes) -> list[SpoolEvent]:
+    """Events of one spool file (format version 1); SpoolFileError says what is wrong."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpoolFileError(f"file is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpoolFileError(f"not valid UTF-8 JSON: {exc}") from None
+    docs = doc if isinstance(doc, list) else [doc]
+    return [_event(d, i) for i, d in enumerate(docs)]
+
+
+def _event(doc: Any, index: int) -> SpoolEvent:
+    where = f"event #{index}"
+    if not isinstance(doc, dict):
+        raise SpoolFileError(f"{where}: expected an object")
+    if doc.get("v") != 1:
+        raise SpoolFileError(f"{where}: unsupported version {doc.get('v')!r} (expected 1)")
+    event = doc.get("event")
+    if event not in EVENTS:
+        known = ", ".join(sorted(EVENTS))
+        raise SpoolFileError(f"{where}: unknown event {event!r} (known: {known})")
+    id_ = doc.get("id")
+    if isinstance(id_, int) and not isinstance(id_, bool):
+        id_ = str(id_)
+    if not isinstance(id_, str) or not id_.strip():
+        raise SpoolFileError(f"{where}: 'id' must be a non-empty string")
+    return SpoolEvent(event, id_.strip())
+
+
+class SpoolWatcher:
+    """Root task for one store's spool directory."""
+
+    def __init__(
+        self,
+        *,
+        store_id: str,
+        spool_dir: Path,
+        platform: Platform,
+        state: StateStore,
+        on_recorded: Callable[[], None],
+        metrics: Metrics,
+        health: Health,
+        deletions: bool = True,
+        concurrency: int = 4,
+        max_files: int = 1000,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.store_id = store_id
+        self.incoming = spool_dir / "incoming"
+        self.rejected = spool_dir / "rejected"
+        self._platform = platform
+        self._state = state
+        self._on_recorded = on_recorded
+        self._metrics = metrics
+        self.health = health
+        self._deletions = deletions
+        self._fetch_slots = asyncio.Semaphore(concurrency)
+        self._max_files = max_files
+        self._backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self._failures = 0
+        self._wake = asyncio.Event()
+        metrics.counter("bridge_spool_files_total", "Spool files consumed, by outcome.")
+        metrics.counter("bridge_changes_recorded_total", "Product changes queued for the hub.")
+
+    async def run(self) -> None:
+        """Process the backlog, then every new file, until cancelled."""
+        for folder in (self.incoming, self.rejected):
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(stop), name=f"spool-watch:{self.store_id}")
+        self.health.ok("watching", str(self.incoming))
+        try:
+            while True:
+                self._wake.clear()
+                progressed, remaining = await self.process_once()
+                if remaining and progressed:
+                    continue  # more files than one round takes
+                if remaining:  # only failed re-fetches left: back off before trying again
+                    delay = self._backoff.delay(self._failures)
+                    await wait_event(self._wake, delay)
+                else:
+                    await self._wake.wait()
+        finally:
+            stop.set()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        # watchfiles only wakes the loop; the loop lists the folder itself (see module docstring).
+        # A periodic wake-up every 30 s covers file systems where inotify misses events.
+        async for _ in watchfiles.awatch(
+            self.incoming, stop_event=stop, debounce=50, step=20, rust_timeout=30_000,
+            yield_on_timeout=True, recursive=False,
+        ):  # fmt: skip
+            self._wake.set()
+
+    async def process_once(self) -> tuple[int, int]:
+        """One round. Returns (files consumed, files still waiting)."""
+        names = await asyncio.to_thread(self._list)
+        batch = names[: self._max_files]
+        if not batch:
+            return 0, 0
+        files: dict[Path, list[SpoolEvent]] = {}
+        for path in batch:
+            try:
+                raw = await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                continue  # consumed by a racing round or removed by the operator
+            try:
+                files[path] = parse_spool(raw)
+            except SpoolFileError as exc:
+                await asyncio.to_thread(self._quarantine, path, str(exc))
+        wanted = {e.id for events in files.values() for e in events}
+        fetched = await self._fetch_all(sorted(wanted))
+        changes = [c for c in fetched.values() if c is not None]
+        ok_ids = set(fetched)
+        done = [p for p, events in files.items() if all(e.id in ok_ids for e in events)]
+        if changes:
+            queued = await self._state.record(changes)
+            if queued:
+                self._metrics.inc("bridge_changes_recorded_total", queued, source="spool")
+                self._on_recorded()
+        # Only now, with the changes committed, may the hints go (guarantee 2).
+        await asyncio.to_thread(_unlink_all, done)
+        self._metrics.inc("bridge_spool_files_total", len(done), outcome="consumed")
+        failed = len(wanted) - len(ok_ids)
+        if failed:
+            self._failures += 1
+        else:
+            self._failures = 0
+            if self.health.failing:
+                self.health.ok("watching", str(self.incoming))
+        return len(done) + (len(batch) - len(files)), len(names) - len(done)
+
+    async def _fetch_all(self, ids: Sequence[str]) -> dict[str, Change | None]:
+        """Re-fetch each product; ids whose fetch failed are absent from the result."""
+        results = await asyncio.gather(*(self._fetch(i) for i in ids))
+        return {i: c for i, (ok, c) in zip(ids, results, strict=True) if ok}
+
+    async def _fetch(self, product_id: str) -> tuple[bool, Change | None]:
+        async with self._fetch_slots:
+            try:
+                product: Product | None = await self._platform.fetch_product(product_id)
+            except ProductNotFound:
+                product = None
+            except PlatformError as exc:
+                self.health.fail("store_unavailable", str(exc))
+                return False, None
+        if product is None and not self._deletions:
+            return True, None  # the operator keeps deleted products at the hub
+        return True, Change(self.store_id, product_id, product, "spool", now_ms())
+
+    def _list(self) -> list[Path]:
+        try:
+            entries = [e for e in os.scandir(self.incoming) if _is_spool_name(e.name)]
+        except FileNotFoundError:
+            return []
+        entries.sort(key=lambda e: (_mtime(e), e.name))
+        return [Path(e.path) for e in entries]
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = self.rejected / path.name
+        if target.exists():
+            target = self.rejected / f"{path.stem}-{time.time_ns()}{path.suffix}"
+        try:
+            path.replace(target)
+        except FileNotFoundError:
+            return
+        target.with_name(target.name + ".why").write_text(reason + "\n", encoding="utf-8")
+        self._metrics.inc("bridge_spool_files_total", outcome="rejected")
+        log.warning("spool_file_rejected", store=self.store_id, file=target.name, reason=reason)
+
+
+def _is_spool_name(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,613 @@
+"""The state store: the agent's only SQL, in one SQLite file in WAL mode.
+
+Why these durability settings (see also docs/guarantees.md):
+
+- `journal_mode=WAL`: readers (status, health) never block the writer, and a commit is one
+  sequential append to the WAL instead of a rewrite of the database pages.
+- `synchronous=FULL`: every commit is fsync'ed before `record()` returns. A webhook is answered 2xx
+  and a spool file deleted only after that return (guarantee 2); the sender will not send it again,
+  so a commit lost to a power cut would be a lost change. NORMAL would survive `kill -9` (the WAL is
+  in the OS page cache) but not a power loss. The cost is one fsync per transaction, which is why
+  every path here commits in batches: a page of changes, a whole hub reply, never a row at a time.
+- One connection, driven by one dedicated thread: SQLite serialises writers anyway, and a single
+  thread gives a total order of transactions without locks in our code while keeping fsyncs off the
+  event loop.
+
+Integrity errors (a corrupt file, a disk that refuses writes) raise `StateStoreError`: the agent
+fails closed rather than guessing what was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+
+from bridge_agent.errors import StateStoreError
+from bridge_agent.model import Change
+from bridge_agent.store.schema import MIGRATIONS
+from bridge_agent.sync.hashing import content_hash
+
+T = TypeVar("T")
+DB_NAME = "state.sqlite"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DueItem:
+    """One outbox row joined with its mirror row: everything the shipper needs for one item."""
+
+    store: str
+    id: str
+    seq: int
+    source: str
+    observed_at: int
+    deleted: bool
+    data: bytes | None  # msgpack canonical dict (None when deleted)
+    hash: str | None
+    acked_hash: str | None
+    acked_data: bytes | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What the hub said about one shipped item, as the store must record it."""
+
+    store: str
+    id: str
+    seq: int
+    outcome: str  # "ok" | "need_full" | "rejected" | "retry"
+    hash: str | None = None  # ok: the hash the hub now holds (None after a delete)
+    data: bytes | None = None  # ok: the data the hub now holds (the next patch base)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    store: str
+    id: str
+    seq: int
+    state: str
+    source: str
+    first_at: int
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    rejected: int
+    oldest_pending_at: int | None  # epoch ms of the oldest pending row's first dirtying
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: int
+    level: str
+    store: str | None
+    product: str | None
+    status: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: int
+    kind: str
+    store: str
+    state: str
+    config: dict[str, Any]
+    checkpoint: dict[str, Any] | None
+    done: int
+    total: int | None
+    started_at: int
+    updated_at: int
+    finished_at: int | None
+    error: str | None
+
+
+class StateStore:
+    """Async facade over the agent's SQLite file. Open with `async with StateStore.open(dir)`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, executor: ThreadPoolExecutor) -> None:
+        self._conn = conn
+        self.path = path
+        self._executor = executor
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, state_dir: Path) -> AsyncIterator[StateStore]:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
+        loop = asyncio.get_running_loop()
+        try:
+            store = await loop.run_in_executor(executor, cls.open_sync, state_dir, executor)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        try:
+            yield store
+        finally:
+            await loop.run_in_executor(executor, store._conn.close)
+            executor.shutdown(wait=True)
+
+    @classmethod
+    def open_sync(cls, state_dir: Path, executor: ThreadPoolExecutor | None = None) -> StateStore:
+        """Open (creating and migrating) the store; for the CLI's one-shot commands too."""
+        path = state_dir / DB_NAME
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            _migrate(conn, path)
+            os.chmod(path, 0o600)
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"cannot open state store {path}: {exc}") from exc
+        except OSError as exc:
+            raise StateStoreError(f"cannot create state directory {state_dir}: {exc}") from exc
+        return cls(conn, path, executor or ThreadPoolExecutor(max_workers=1))
+
+    def close_sync(self) -> None:
+        self._conn.close()
+        self._executor.shutdown(wait=False)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"state store {self.path}: {exc}") from exc
+
+    # -- recording changes (the ChangeSink) ----------------------------------------------------
+
+    async def record(self, changes: Sequence[Change]) -> int:
+        """Commit changes to the mirror and the outbox in one transaction; returns rows queued.
+
+        A product whose content hash equals the mirror's is not queued (nothing changed). An
+        observation older than the mirror's (by platform `updated_at`) is ignored: latest wins.
+        """
+        return await self._run(self._record, changes)
+
+    def _record(self, changes: Sequence[Change]) -> int:
+        prepared = [(c, _encode(c)) for c in changes]  # hashing outside the write lock
+        with _tx(self._conn) as db:
+            return sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
+
+    def _record_one(
+        self, db: sqlite3.Connection, change: Change, data: bytes | None, hash_: str | None
+    ) -> int:
+        row = db.execute(
+            "SELECT hash, deleted, updated_at FROM mirror WHERE store=? AND id=?",
+            change.key,
+        ).fetchone()
+        updated_at = change.product.updated_at if change.product else None
+        if row is not None:
+            old_hash, old_deleted, old_updated = row
+            if change.product is None and old_deleted:
+                return 0
+            if change.product is not None and not old_deleted and old_hash == hash_:
+                return 0
+            if _older(updated_at, old_updated):
+                return 0
+        elif change.product is None:
+            return 0  # never seen, never shipped: there is nothing to delete at the hub
+        db.execute(
+            "INSERT INTO mirror (store, id, data, hash, deleted, updated_at, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (store, id) DO UPDATE SET data=excluded.data, hash=excluded.hash,"
+            " deleted=excluded.deleted, updated_at=COALESCE(excluded.updated_at, updated_at),"
+            " recorded_at=excluded.recorded_at",
+            (*change.key, data, hash_, int(change.product is None), updated_at, now_ms()),
+        )
+        self._dirty(db, change.store, change.product_id, change.source, change.observed_at)
+        return 1
+
+    def _dirty(
+        self, db: sqlite3.Connection, store: str, id_: str, source: str, observed_at: int
+    ) -> int:
+        """Queue (or re-queue) one product with a fresh seq; the row's first_at is kept."""
+        seq = self._take_seq(db)
+        db.execute(
+            "INSERT INTO outbox (store, id, seq, source, observed_at, first_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (store, id) DO UPDATE SET seq=excluded.seq, source=excluded.source,"
+            " observed_at=excluded.observed_at, state='pending', attempts=0, last_error=NULL",
+            (store, id_, seq, source, observed_at, now_ms()),
+        )
+        return seq
+
+    @staticmethod
+    def _take_seq(db: sqlite3.Connection) -> int:
+        """A new agent-wide seq, inside the caller's write transaction.
+
+        Read from the database each time rather than cached: `bridge-agent outbox retry` writes
+        from another process while the agent runs, and two writers must never hand out one seq.
+        """
+        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        seq = 1 if row is None else int(row[0])
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('next_seq', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (str(seq + 1),),
+        )
+        return seq
+
+    # -- shipping ------------------------------------------------------------------------------
+
+    async def due(self, limit: int) -> list[DueItem]:
+        """Pending rows, oldest first, joined with what the shipper needs to build items."""
+        return await self._run(self._due, limit)
+
+    def _due(self, limit: int) -> list[DueItem]:
+        rows = self._conn.execute(
+            "SELECT o.store, o.id, o.seq, o.source, o.observed_at, m.deleted, m.data, m.hash,"
+            " m.acked_hash, m.acked_data, o.attempts"
+            " FROM outbox o JOIN mirror m ON m.store = o.store AND m.id = o.id"
+            " WHERE o.state = 'pending' ORDER BY o.first_at, o.seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            DueItem(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10])
+            for r in rows
+        ]
+
+    async def settle(self, settlements: Sequence[Settlement], *, error: str | None = None) -> None:
+        """Record the hub's answers for one batch in one transaction.
+
+        Every update is conditioned on the seq that was sent: a row re-dirtied while in flight
+        keeps its new content pending, whatever the hub said about the old one.
+        """
+        await self._run(self._settle, settlements, error)
+
+    def _settle(self, settlements: Sequence[Settlement], error: str | None) -> None:
+        now = now_ms()
+        with _tx(self._conn) as db:
+            for s in settlements:
+                key = (s.store, s.id)
+                if s.outcome == "ok":
+                    # The hub holds `hash` now, even if the row was re-dirtied meanwhile: the
+                    # next patch must be computed against what the hub really has.
+                    db.execute(
+                        "UPDATE mirror SET acked_hash=?, acked_data=? WHERE store=? AND id=?",
+                        (s.hash, s.data, *key),
+                    )
+                    db.execute("DELETE FROM outbox WHERE store=? AND id=? AND seq=?", (*key, s.seq))
+                elif s.outcome == "need_full":
+                    db.execute(
+                        "UPDATE mirror SET acked_hash=NULL, acked_data=NULL WHERE store=? AND id=?",
+                        key,
+                    )
+                    # A new seq: the hub is idempotent on (agent, seq) and would replay
+                    # need_full for the old one.
+                    if db.execute(
+                        "SELECT 1 FROM outbox WHERE store=? AND id=? AND seq=?", (*key, s.seq)
+                    ).fetchone():
+                        db.execute(
+                            "UPDATE outbox SET seq=? WHERE store=? AND id=?",
+                            (self._take_seq(db), *key),
+                        )
+                elif s.outcome == "rejected":
+                    db.execute(
+                        "UPDATE outbox SET state='rejected', last_error=?, attempts=attempts+1"
+                        " WHERE store=? AND id=? AND seq=?",
+                        (s.reason, *key, s.seq),
+                    )
+                    db.execute(
+                        "INSERT INTO events (at, level, store, product, status, message)"
+                        " VALUES (?, 'error', ?, ?, NULL, ?)",
+                        (now, *key, f"hub rejected the product: {s.reason}"),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE outbox SET attempts=attempts+1, last_error=?"
+                        " WHERE store=? AND id=? AND seq=?",
+                        (s.reason or error, *key, s.seq),
+                    )
+            if any(s.outcome == "ok" for s in settlements):
+                self._meta_set(db, "last_shipment_at", str(now))
+
+    async def stats(self) -> OutboxStats:
+        return await self._run(self._stats)
+
+    def _stats(self) -> OutboxStats:
+        pending, rejected, oldest = self._conn.execute(
+            "SELECT COALESCE(SUM(state='pending'), 0), COALESCE(SUM(state='rejected'), 0),"
+            " MIN(CASE WHEN state='pending' THEN first_at END) FROM outbox"
+        ).fetchone()
+        return OutboxStats(pending=pending, rejected=rejected, oldest_pending_at=oldest)
+
+    async def outbox_rows(self, *, state: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        return await self._run(self._outbox_rows, state, limit)
+
+    def _outbox_rows(self, state: str | None, limit: int) -> list[OutboxRow]:
+        sql = "SELECT store, id, seq, state, source, first_at, attempts, last_error FROM outbox"
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state=?"
+            args = (state,)
+        rows = self._conn.execute(sql + " ORDER BY first_at, seq LIMIT ?", (*args, limit))
+        return [OutboxRow(*r) for r in rows.fetchall()]
+
+    async def retry_rejected(self, keys: Iterable[tuple[str, str]] | None = None) -> int:
+        """Put rejected rows back in line (all, or those keys) as full upserts; returns count."""
+        return await self._run(self._retry_rejected, None if keys is None else list(keys))
+
+    def _retry_rejected(self, keys: list[tuple[str, str]] | None) -> int:
+        with _tx(self._conn) as db:
+            found = db.execute("SELECT store, id FROM outbox WHERE state='rejected'").fetchall()
+            chosen = [tuple(k) for k in found if keys is None or tuple(k) in set(keys)]
+            for store, id_ in chosen:
+                db.execute(
+                    "UPDATE mirror SET acked_hash=NULL, acked_data=NULL WHERE store=? AND id=?",
+                    (store, id_),
+                )
+                db.execute(
+                    "UPDATE outbox SET state='pending', seq=?, attempts=0, last_error=NULL"
+                    " WHERE store=? AND id=?",
+                    (self._take_seq(db), store, id_),
+                )
+            return len(chosen)
+
+    # -- mirror --------------------------------------------------------------------------------
+
+    async def mirror_hash(self, store: str, id_: str) -> str | None:
+        row = await self._run(
+            lambda: self._conn.execute(
+                "SELECT hash FROM mirror WHERE store=? AND id=? AND deleted=0", (store, id_)
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def mirror_count(self, store: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM mirror WHERE deleted=0"
+        args: tuple[str, ...] = () if store is None else (store,)
+        if store is not None:
+            sql += " AND store=?"
+        row = await self._run(lambda: self._conn.execute(sql, args).fetchone())
+        return int(row[0])
+
+    # -- cursors -------------------------------------------------------------------------------
+
+    async def cursor(self, store: str, stream: str) -> str | None:
+        row = await self._run(
+            lambda: self._conn.execute(
+                "SELECT value FROM cursors WHERE store=? AND stream=?", (store, stream)
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def set_cursor(self, store: str, stream: str, value: str) -> None:
+        def write() -> None:
+            with _tx(self._conn) as db:
+                db.execute(
+                    "INSERT INTO cursors (store, stream, value, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (store, stream) DO UPDATE SET value=excluded.value,"
+                    " updated_at=excluded.updated_at",
+                    (store, stream, value, now_ms()),
+                )
+
+        await self._run(write)
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def start_run(
+        self, kind: str, store: str, config: dict[str, Any], *, total: int | None = None
+    ) -> int:
+        def write() -> int:
+            now = now_ms()
+            with _tx(self._conn) as db:
+                cur = db.execute(
+                    "INSERT INTO runs (kind, store, state, config, total, started_at, updated_at)"
+                    " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                    (kind, store, json.dumps(config, sort_keys=True), total, now, now),
+                )
+                assert cur.lastrowid is not None
+                return cur.lastrowid
+
+        return await self._run(write)
+
+    async def open_runs(self, store: str | None = None) -> list[Run]:
+        """Runs that were not finished (running or paused): what must resume after a restart."""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE state IN ('running', 'paused')"  # noqa: S608
+        args: tuple[str, ...] = ()
+        if store is not None:
+            sql += " AND store=?"
+            args = (store,)
+        rows = await self._run(lambda: self._conn.execute(sql + " ORDER BY id", args).fetchall())
+        return [_run_from(r) for r in rows]
+
+    async def runs(self, limit: int = 20) -> list[Run]:
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?"  # noqa: S608
+        rows = await self._run(lambda: self._conn.execute(sql, (limit,)).fetchall())
+        return [_run_from(r) for r in rows]
+
+    async def record_page(
+        self,
+        changes: Sequence[Change],
+        *,
+        run_id: int,
+        checkpoint: dict[str, Any],
+        done: int,
+        total: int | None = None,
+    ) -> int:
+        """Record a page of changes and the run checkpoint after it in one transaction.
+
+        That is what makes runs resumable (guarantee 3): after a crash, either the page and its
+        checkpoint are both on disk, or neither is and the page is fetched again.
+        """
+
+        def write() -> int:
+            prepared = [(c, _encode(c)) for c in changes]
+            with _tx(self._conn) as db:
+                queued = sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
+                db.execute(
+                    "UPDATE runs SET checkpoint=?, done=?, total=COALESCE(?, total),"
+                    " updated_at=? WHERE id=?",
+                    (json.dumps(checkpoint, sort_keys=True), done, total, now_ms(), run_id),
+                )
+                return queued
+
+        return await self._run(write)
+
+    async def finish_run(
+        self, run_id: int, *, state: str = "done", error: str | None = None
+    ) -> None:
+        def write() -> None:
+            now = now_ms()
+            with _tx(self._conn) as db:
+                db.execute(
+                    "UPDATE runs SET state=?, error=?, updated_at=?, finished_at=? WHERE id=?",
+                    (state, error, now, now, run_id),
+                )
+
+        await self._run(write)
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def log_event(
+        self,
+        message: str,
+        *,
+        level: str = "info",
+        store: str | None = None,
+        product: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        def write() -> None:
+            with _tx(self._conn) as db:
+                db.execute(
+                    "INSERT INTO events (at, level, store, product, status, message)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (now_ms(), level, store, product, status, message),
+                )
+
+        await self._run(write)
+
+    async def events(self, limit: int = 50) -> list[Event]:
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT at, level, store, product, status, message FROM events"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [Event(*r) for r in rows]
+
+    # -- meta ----------------------------------------------------------------------------------
+
+    async def meta(self, key: str) -> str | None:
+        return await self._run(self._meta_get, key)
+
+    def _meta_get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @staticmethod
+    def _meta_set(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    async def check(self) -> None:
+        """A cheap read that fails if the database is unusable (for /healthz)."""
+        await self._run(lambda: self._conn.execute("SELECT COUNT(*) FROM meta").fetchone())
+
+
+_RUN_COLUMNS = (
+    "id, kind, store, state, config, checkpoint, done, total, started_at, updated_at,"
+    " finished_at, error"
+)
+
+
+def _run_from(r: Sequence[Any]) -> Run:
+    return Run(
+        id=r[0],
+        kind=r[1],
+        store=r[2],
+        state=r[3],
+        config=json.loads(r[4]),
+        checkpoint=None if r[5] is None else json.loads(r[5]),
+        done=r[6],
+        total=r[7],
+        started_at=r[8],
+        updated_at=r[9],
+        finished_at=r[10],
+        error=r[11],
+    )
+
+
+def _encode(change: Change) -> tuple[bytes | None, str | None]:
+    if change.product is None:
+        return None, None
+    data = change.product.to_dict()
+    return msgpack.packb(data, use_bin_type=True), content_hash(data)
+
+
+def _older(new: str | None, old: str | None) -> bool:
+    """True when `new` is a strictly older platform time than `old` (both ISO 8601)."""
+    if not new or not old:
+        return False
+    try:
+        return datetime.fromisoformat(new) < datetime.fromisoformat(old)
+    except (ValueError, TypeError):
+        return False  # an unparseable time is no reason to drop a change
+
+
+class _tx:  # noqa: N801 - used like a function: `with _tx(conn) as db`
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception (the connection is in autocommit)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StateStoreError(
+            f"state store {path} has schema {version}, newer than this bridge-agent knows"
+            f" ({len(MIGRATIONS)}): upgrade bridge-agent or restore a backup of the state directory"
+        )
+    for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

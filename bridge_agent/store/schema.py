@@ -1,0 +1,93 @@
+"""DDL and migrations of the state store, keyed on `PRAGMA user_version`.
+
+Each entry of `MIGRATIONS` moves the schema from version i to i+1 and runs in one transaction with
+the `user_version` bump, so a crash mid-migration leaves the old version intact. Never edit a
+released migration: append a new one.
+
+Tables:
+
+- `meta`: small key/value facts (next outbox sequence number, last shipment).
+- `mirror`: the current canonical state of every product we have seen (`data` msgpack, `hash`), and
+  what the hub acknowledged last (`acked_hash`, `acked_data`): the base of the next `patch`.
+- `outbox`: one row per product with something to ship (coalescing by key). `seq` is the row's
+  version: a fresh, agent-wide unique number on every re-dirtying, used as the protocol `seq` and
+  checked on ack so that a change landing while its row is in flight is shipped next time.
+  `first_at` (first dirtied) orders shipping so a hot product cannot starve the others.
+  `state` is `pending` or `rejected` (set aside with `last_error` until `outbox retry`).
+- `cursors`: where incremental streams resume, per store and stream.
+- `runs`: resumable runs (import, refresh, verify) with the frozen config and the checkpoint.
+- `events`: what operators read: time, level, store, product, HTTP status, message.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE mirror (
+        store       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        data        BLOB,
+        hash        TEXT,
+        deleted     INTEGER NOT NULL DEFAULT 0,
+        updated_at  TEXT,
+        recorded_at INTEGER NOT NULL,
+        acked_hash  TEXT,
+        acked_data  BLOB,
+        PRIMARY KEY (store, id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE outbox (
+        store       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        seq         INTEGER NOT NULL UNIQUE,
+        source      TEXT NOT NULL,
+        observed_at INTEGER NOT NULL,
+        first_at    INTEGER NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'rejected')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        PRIMARY KEY (store, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_due ON outbox (state, first_at, seq);
+
+    CREATE TABLE cursors (
+        store      TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (store, stream)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        store       TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('running', 'paused', 'done', 'failed')),
+        config      TEXT NOT NULL,
+        checkpoint  TEXT,
+        done        INTEGER NOT NULL DEFAULT 0,
+        total       INTEGER,
+        started_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        error       TEXT
+    );
+    CREATE INDEX runs_open ON runs (state, store);
+
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        level   TEXT NOT NULL,
+        store   TEXT,
+        product TEXT,
+        status  INTEGER,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_at ON events (at);
+    """,
+)

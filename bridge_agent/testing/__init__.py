@@ -1,0 +1,1 @@
+"""Helpers shipped for tests, the demo, benchmarks and adapter authors."""
