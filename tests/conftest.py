@@ -1,0 +1,149 @@
+"""Shared fixtures: a real reference hub on loopback, with programmable faults in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bridge_agent.hub import make_app
+from bridge_agent.metrics import Metrics
+from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
+from bridge_agent.store import StateStore
+from bridge_agent.sync.retry import Backoff
+
+TOKEN = "test-hub-token-5c2d9e"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Faults:
+    """Answers to give `POST /v1/batches` instead of the hub, in order; then the hub answers."""
+
+    queue: list[Callable[[], web.StreamResponse]] = field(default_factory=list)
+    batch_requests: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+
+    def push(self, *answers: Callable[[], web.StreamResponse]) -> None:
+        self.queue.extend(answers)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/v1/batches":
+            self.batch_requests += 1
+            self.bodies.append(await request.read())
+            if self.queue:
+                return self.queue.pop(0)()
+        return await handler(request)
+
+
+def status(code: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Any:
+    return lambda: web.Response(status=code, headers=headers, body=body)
+
+
+@dataclass
+class Hub:
+    """A reference hub serving on loopback, plus its fault injector and an inspection client."""
+
+    url: str
+    port: int
+    db_path: Path
+    faults: Faults
+    server: TestServer | None = None
+
+    async def start(self) -> None:
+        app = make_app(self.db_path, TOKEN, max_body_bytes=self.max_body_bytes)
+        app.middlewares.insert(0, self.faults.middleware)
+        self.server = TestServer(app, host="127.0.0.1", port=self.port)
+        await self.server.start_server()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    async def products(self, store: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        after = ""
+        async with self.client() as client:
+            while True:
+                page = (
+                    await client.get(
+                        f"/v1/stores/{store}/products", params={"after": after, "limit": 1000}
+                    )
+                ).json()
+                out.update({p["id"]: p for p in page["products"]})
+                if not page["next"]:
+                    return out
+                after = page["next"]
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.client() as client:
+            doc: dict[str, Any] = (await client.get("/v1/stats")).json()
+            return doc
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    port = free_port()
+    running = Hub(f"http://127.0.0.1:{port}", port, tmp_path / "hub.sqlite", Faults())
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
+    async with StateStore.open(tmp_path / "state") as store:
+        yield store
+
+
+@dataclass
+class ShipperKit:
+    shipper: Shipper
+    metrics: Metrics
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+async def make_shipper(
+    state: StateStore,
+) -> AsyncIterator[Callable[..., ShipperKit]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def build(hub: Hub, *, token: str = TOKEN, **settings: Any) -> ShipperKit:
+        http = httpx.AsyncClient(base_url=hub.url, timeout=5.0)
+        clients.append(http)
+        metrics = Metrics()
+        options: dict[str, Any] = {
+            "agent_id": "test-agent",
+            "batch_linger": 0.0,
+            "backoff": Backoff(base=0.01, cap=0.05),
+        }
+        options.update(settings)
+        shipper = Shipper(state, HubClient(http, token), ShipperSettings(**options), metrics)
+        return ShipperKit(shipper, metrics, http)
+
+    yield build
+    await asyncio.gather(*(c.aclose() for c in clients))

@@ -1,0 +1,191 @@
+"""State store: coalescing, the version check on ack, rejected rows, runs, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bridge_agent.errors import StateStoreError
+from bridge_agent.model import Change, Product
+from bridge_agent.store import DB_NAME, Settlement, StateStore
+from bridge_agent.store.schema import MIGRATIONS
+from bridge_agent.testing.catalog import make_product
+
+
+def change(product: Product | None, *, id_: str | None = None, source: str = "spool") -> Change:
+    pid = id_ if id_ is not None else (product.id if product else "?")
+    return Change("main", pid, product, source, 1_700_000_000_000)  # type: ignore[arg-type]
+
+
+async def test_five_edits_coalesce_into_one_row(state: StateStore) -> None:
+    for revision in range(5):
+        assert await state.record([change(make_product(1, revision=revision))]) == 1
+    due = await state.due(10)
+    assert len(due) == 1
+    assert due[0].hash is not None
+    assert (await state.stats()).pending == 1
+
+
+async def test_same_content_is_not_queued_again(state: StateStore) -> None:
+    product = make_product(2)
+    assert await state.record([change(product)]) == 1
+    assert await state.record([change(replace(product, updated_at="2027-01-01T00:00:00Z"))]) == 0
+    assert len(await state.due(10)) == 1
+
+
+async def test_older_observation_does_not_overwrite_newer(state: StateStore) -> None:
+    new = replace(make_product(3), title="new", updated_at="2026-06-01T00:00:00Z")
+    old = replace(make_product(3), title="old", updated_at="2026-05-01T00:00:00Z")
+    await state.record([change(new)])
+    assert await state.record([change(old)]) == 0
+    (due,) = await state.due(10)
+    assert due.hash is not None
+    assert b"new" in (due.data or b"")
+
+
+async def test_change_landing_in_flight_ships_next_time(state: StateStore) -> None:
+    await state.record([change(make_product(4))])
+    (in_flight,) = await state.due(10)
+    # While the batch is at the hub, the product changes again.
+    await state.record([change(make_product(4, revision=1))])
+    await state.settle(
+        [Settlement("main", "4", in_flight.seq, "ok", in_flight.hash, in_flight.data)]
+    )
+    (again,) = await state.due(10)
+    assert again.seq > in_flight.seq
+    assert again.hash != in_flight.hash
+    # The ack still moved the base: the next patch is against what the hub really holds.
+    assert again.acked_hash == in_flight.hash
+
+
+async def test_ack_for_the_sent_seq_retires_the_row(state: StateStore) -> None:
+    await state.record([change(make_product(5))])
+    (due,) = await state.due(10)
+    await state.settle([Settlement("main", "5", due.seq, "ok", due.hash, due.data)])
+    assert await state.due(10) == []
+    assert (await state.stats()).pending == 0
+    assert await state.meta("last_shipment_at") is not None
+
+
+async def test_need_full_drops_the_base_and_takes_a_new_seq(state: StateStore) -> None:
+    await state.record([change(make_product(6))])
+    (first,) = await state.due(10)
+    await state.settle([Settlement("main", "6", first.seq, "ok", first.hash, first.data)])
+    await state.record([change(make_product(6, revision=1))])
+    (patchable,) = await state.due(10)
+    assert patchable.acked_hash == first.hash
+    await state.settle([Settlement("main", "6", patchable.seq, "need_full", reason="base")])
+    (full,) = await state.due(10)
+    assert full.acked_hash is None
+    assert full.seq != patchable.seq
+
+
+async def test_rejected_rows_are_set_aside_and_retried(state: StateStore) -> None:
+    await state.record([change(make_product(7)), change(make_product(8))])
+    seven = next(d for d in await state.due(10) if d.id == "7")
+    await state.settle([Settlement("main", "7", seven.seq, "rejected", reason="bad gtin")])
+    assert [d.id for d in await state.due(10)] == ["8"]
+    (row,) = await state.outbox_rows(state="rejected")
+    assert (row.id, row.last_error) == ("7", "bad gtin")
+    events = await state.events()
+    assert any("bad gtin" in e.message and e.product == "7" for e in events)
+    assert await state.retry_rejected([("main", "7")]) == 1
+    assert sorted(d.id for d in await state.due(10)) == ["7", "8"]
+
+
+async def test_rejected_row_re_dirtied_goes_back_in_line(state: StateStore) -> None:
+    await state.record([change(make_product(9))])
+    (due,) = await state.due(10)
+    await state.settle([Settlement("main", "9", due.seq, "rejected", reason="x")])
+    await state.record([change(make_product(9, revision=1))])
+    assert [d.id for d in await state.due(10)] == ["9"]
+
+
+async def test_deletions(state: StateStore) -> None:
+    assert await state.record([change(None, id_="never-seen")]) == 0
+    await state.record([change(make_product(10))])
+    assert await state.record([change(None, id_="10")]) == 1
+    (due,) = await state.due(10)
+    assert due.deleted
+    assert due.data is None
+    assert await state.record([change(None, id_="10")]) == 0  # already deleted
+
+
+async def test_retry_outcome_keeps_the_row_and_counts(state: StateStore) -> None:
+    await state.record([change(make_product(11))])
+    (due,) = await state.due(10)
+    await state.settle([Settlement("main", "11", due.seq, "retry", reason="no result")])
+    (again,) = await state.due(10)
+    assert again.attempts == 1
+    assert again.seq == due.seq
+
+
+async def test_oldest_first_so_a_hot_product_cannot_starve_others(state: StateStore) -> None:
+    await state.record([change(make_product(1))])
+    await state.record([change(make_product(2))])
+    for revision in range(1, 4):
+        await state.record([change(make_product(1, revision=revision))])
+    assert [d.id for d in await state.due(10)] == ["1", "2"]
+
+
+async def test_state_survives_reopen_and_seqs_keep_growing(tmp_path: Path) -> None:
+    async with StateStore.open(tmp_path) as s:
+        await s.record([change(make_product(1))])
+        (first,) = await s.due(10)
+    async with StateStore.open(tmp_path) as s:
+        await s.record([change(make_product(2))])
+        due = await s.due(10)
+    assert [d.id for d in due] == ["1", "2"]
+    assert due[1].seq > first.seq
+
+
+async def test_runs_record_page_and_checkpoint_together(state: StateStore) -> None:
+    run = await state.start_run("import", "main", {"per_page": 100})
+    await state.record_page(
+        [change(make_product(1), source="import")],
+        run_id=run,
+        checkpoint={"page": 2},
+        done=1,
+        total=10,
+    )
+    (open_run,) = await state.open_runs("main")
+    assert (open_run.checkpoint, open_run.done, open_run.total) == ({"page": 2}, 1, 10)
+    assert open_run.config == {"per_page": 100}
+    await state.finish_run(run)
+    assert await state.open_runs() == []
+
+
+async def test_cursors(state: StateStore) -> None:
+    assert await state.cursor("main", "products") is None
+    await state.set_cursor("main", "products", "2026-11-23T10:00:00Z")
+    assert await state.cursor("main", "products") == "2026-11-23T10:00:00Z"
+
+
+def test_durability_settings(tmp_path: Path) -> None:
+    store = StateStore.open_sync(tmp_path)
+    try:
+        conn = store._conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert (tmp_path / DB_NAME).stat().st_mode & 0o077 == 0
+    finally:
+        store.close_sync()
+
+
+def test_newer_schema_is_refused_with_guidance(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StateStoreError, match="upgrade bridge-agent or restore a backup"):
+        StateStore.open_sync(tmp_path)
+
+
+def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StateStoreError, match="cannot"):
+        StateStore.open_sync(blocker / "state")
