@@ -147,3 +147,35 @@ async def make_shipper(
 
     yield build
     await asyncio.gather(*(c.aclose() for c in clients))
+
+
+def make_config(root: Path, hub_url: str, *, token: str = TOKEN, **hub_options: Any) -> Any:
+    """A Config for an agent with one jsondir store under `root`, every listener on port 0."""
+    from bridge_agent.config import (  # noqa: PLC0415 - keep the fixture module light
+        AgentSettings,
+        Config,
+        HealthSettings,
+        HubSettings,
+        Listen,
+        Secret,
+        StoreSettings,
+    )
+
+    (root / "catalog").mkdir(exist_ok=True)
+    hub_settings: dict[str, Any] = {"batch_linger": 0.0, "backoff_base": 0.05, "backoff_cap": 0.2}
+    hub_settings.update(hub_options)
+    return Config(
+        agent=AgentSettings(id="test-agent", state_dir=root / "state", drain_timeout=5.0),
+        hub=HubSettings(url=hub_url, token=Secret(token), **hub_settings),
+        health=HealthSettings(listen=Listen("127.0.0.1", 0)),
+        stores=(
+            StoreSettings(
+                id="main",
+                platform="jsondir",
+                url="http://127.0.0.1/",
+                spool_dir=root / "spool",
+                options={"catalog_dir": str(root / "catalog")},
+            ),
+        ),
+        source=root / "agent.toml",
+    )

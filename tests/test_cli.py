@@ -1,0 +1,205 @@
+"""The command line as an operator uses it: exit codes, messages, and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge_agent import cli
+from bridge_agent.demo import run_demo
+from bridge_agent.model import Change
+from bridge_agent.store import Settlement, StateStore
+from bridge_agent.testing.catalog import make_product
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_SECRET = "hub-secret-Zq81xX"
+WC_SECRET = "cs_live_9f8e7d6c5b4a"
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge_agent", "--log-format", "json", *args],
+        capture_output=True, text=True, timeout=60, cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_validate_accepts_the_shipped_agent_toml() -> None:
+    result = run(
+        "--config", str(ROOT / "agent.toml"), "validate", env={"BRIDGE_HUB_TOKEN": HUB_SECRET}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    assert HUB_SECRET not in result.stdout + result.stderr
+
+
+def test_validate_lists_every_problem_and_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+[agent]
+id = "shop 01"
+state_dir = "state"
+
+[hub]
+url = "http://hub.example.com"
+tokn = "{HUB_SECRET}"
+
+[[stores]]
+id = "main"
+platform = "woocommerce"
+url = "https://shop.example.com"
+consumer_key = "ck_1"
+consumer_secret = "{WC_SECRET}"
+poll_interval = "often"
+""",
+        encoding="utf-8",
+    )
+    result = run("--config", str(config), "validate")
+    assert result.returncode == 78
+    out = result.stdout + result.stderr
+    assert "did you mean 'token'" in out
+    assert "https://" in out  # plain http to a non-loopback hub
+    assert "poll_interval" in out
+    assert "[agent] id" in out or "agent" in out
+    assert out.count("\n  - ") >= 4, out
+    assert HUB_SECRET not in out
+    assert WC_SECRET not in out
+
+
+def test_missing_env_secret_is_a_config_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BRIDGE_HUB_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge_agent", "--config", str(ROOT / "agent.toml"), "validate"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 78
+    assert "set BRIDGE_HUB_TOKEN" in result.stderr
+
+
+def test_run_with_a_broken_config_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[agent\nid=", encoding="utf-8")
+    result = run("--config", str(config), "run")
+    assert result.returncode == 78
+    assert "agent.toml" in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert run("no-such-command").returncode == 2
+    assert run().returncode == 2
+
+
+def _offline_config(tmp_path: Path) -> Path:
+    (tmp_path / "catalog").mkdir()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+[agent]
+id = "cli-agent"
+state_dir = "state"
+[hub]
+url = "http://127.0.0.1:9"
+token = "{HUB_SECRET}"
+[health]
+listen = "127.0.0.1:{free_port()}"
+[[stores]]
+id = "main"
+platform = "jsondir"
+url = "http://127.0.0.1/"
+catalog_dir = "catalog"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+async def test_status_and_outbox_commands_read_the_state_directory(tmp_path: Path) -> None:
+    config = _offline_config(tmp_path)
+    async with StateStore.open(tmp_path / "state") as state:
+        await state.record([Change("main", str(i), make_product(i), "spool", 1) for i in (1, 2, 3)])
+        bad = next(d for d in await state.due(10) if d.id == "2")
+        await state.settle([Settlement("main", "2", bad.seq, "rejected", reason="gtin invalid")])
+
+    result = run("--config", str(config), "status", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "stopped"
+    assert doc["outbox"]["pending"] == 2
+    assert doc["outbox"]["rejected"] == 1
+    assert doc["stores"]["main"]["products"] == 3
+
+    table = run("--config", str(config), "status")
+    assert "2 pending, 1 rejected" in table.stdout
+    assert "gtin invalid" in table.stdout
+
+    listing = run("--config", str(config), "outbox", "list", "--json")
+    rows = json.loads(listing.stdout)
+    assert [(r["id"], r["reason"]) for r in rows] == [("2", "gtin invalid")]
+
+    assert run("--config", str(config), "outbox", "retry", "bad-key").returncode == 2
+    retried = run("--config", str(config), "outbox", "retry", "main:2")
+    assert retried.returncode == 0
+    assert "1 rejected row(s)" in retried.stdout
+    assert json.loads(run("--config", str(config), "outbox", "list", "--json").stdout) == []
+    for r in (result, table, listing, retried):
+        assert HUB_SECRET not in r.stdout + r.stderr
+
+
+def test_hub_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    token_file = tmp_path / "token"
+    token_file.write_text(HUB_SECRET + "\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge_agent", "--log-format", "json", "hub",
+         "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "hub.sqlite"),
+         "--token-file", str(token_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(
+                    f"http://127.0.0.1:{port}/v1/stats",
+                    headers={"Authorization": f"Bearer {HUB_SECRET}"},
+                )
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "hub did not start"
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/stats").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert HUB_SECRET not in err
+
+
+def test_demo_runs_end_to_end() -> None:
+    lines: list[str] = []
+    assert run_demo(products=40, out=lines.append) == 0
+    text = "\n".join(lines)
+    assert "initial catalog 40 products shipped" in text
+    assert "price drop on product 3" in text
+    assert "hub holds the last one" in text
+
+
+def test_main_reports_config_errors_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.toml"
+    assert cli.main(["--config", str(missing), "validate"]) == 78
+    assert "nope.toml" in capsys.readouterr().err
