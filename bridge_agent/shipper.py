@@ -52,6 +52,9 @@ from bridge_agent.sync.retry import Backoff, parse_retry_after
 log = structlog.get_logger("bridge_agent.shipper")
 
 BATCHES_PATH = "/v1/batches"
+# A hub that keeps answering without a result for an item would have us resend it forever: after
+# this many tries the row is set aside with that reason (guarantee 7: no silent loops).
+MAX_NO_RESULT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +189,10 @@ class Shipper:
     async def ship_once(self) -> int:
         """One round: read due rows, send them (splitting if the hub asks), settle.
 
-        Returns the number of rows settled (0 when nothing was due). Raises HubUnavailable or
-        HubAuthFailed when the hub could not take the batch; nothing is settled then.
+        Returns the number of rows that made progress (acknowledged, sent back for a full
+        upsert, or set aside); 0 when nothing was due or the hub answered without a result for
+        any item. Raises HubUnavailable or HubAuthFailed when the hub could not take the batch;
+        nothing is settled then.
         """
         due = await self._store.due(self._settings.batch_max_items)
         if not due:
@@ -201,7 +206,7 @@ class Shipper:
         settlements = await self._send_splitting(batch)
         await self._store.settle(settlements)
         self._count(settlements)
-        return len(local) + len(settlements)
+        return len(local) + sum(s.outcome != "retry" for s in settlements)
 
     async def _send_splitting(self, batch: Sequence[_Built]) -> list[Settlement]:
         try:
@@ -283,7 +288,11 @@ class Shipper:
         for b in batch:
             d = b.due
             result = by_seq.get(d.seq)
-            if result is None:
+            if result is None and d.attempts + 1 >= MAX_NO_RESULT_ATTEMPTS:
+                reason = f"hub answered {d.attempts + 1} batches without a result for this item"
+                log.warning("item_set_aside", store=d.store, product=d.id, reason=reason)
+                out.append(Settlement(d.store, d.id, d.seq, "rejected", reason=reason))
+            elif result is None:
                 out.append(Settlement(d.store, d.id, d.seq, "retry", reason="hub sent no result"))
             elif result.status == "ok":
                 ok_hash, ok_data = (None, None) if d.deleted else (d.hash, d.data)

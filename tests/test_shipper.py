@@ -14,6 +14,7 @@ from aiohttp import web
 from bridge_agent import wire
 from bridge_agent.errors import HubAuthFailed, HubUnavailable
 from bridge_agent.model import Change, Product
+from bridge_agent.shipper import MAX_NO_RESULT_ATTEMPTS
 from bridge_agent.store import StateStore
 from bridge_agent.sync.hashing import content_hash
 from bridge_agent.testing.catalog import make_product
@@ -283,3 +284,19 @@ async def test_change_during_flight_is_shipped_in_the_next_batch(
     await kit.shipper.ship_once()
     await assert_hub_matches(hub, {"1": newer})
     assert hub.faults.batch_requests == 2
+
+
+async def test_an_item_the_hub_never_answers_is_set_aside_not_resent_forever(
+    hub: Hub, state: StateStore, make_shipper: Callable[..., ShipperKit]
+) -> None:
+    kit = make_shipper(hub)
+    await state.record(changes([make_product(1)]))
+    silent = wire.encode_results([])
+    hub.faults.push(*[status(200, {"Content-Type": wire.CONTENT_TYPE}, silent)] * 100)
+    rounds = 0
+    while (await state.stats()).pending and rounds < 100:
+        assert await kit.shipper.ship_once() in (0, 1)
+        rounds += 1
+    assert rounds == MAX_NO_RESULT_ATTEMPTS
+    (row,) = await state.outbox_rows(state="rejected")
+    assert "without a result" in (row.last_error or "")
