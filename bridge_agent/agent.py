@@ -1,11 +1,24 @@
-"""The Agent: opens the resources, owns the root tasks, stops gracefully.
+"""The Agent: opens the resources, owns the root tasks, reloads and stops gracefully.
 
 Theory of operation. `run()` opens the state store and the HTTP clients, builds the components
-(shipper, one spool watcher and one store checker per active store, the health server) and starts
-each as a named root task in one `asyncio.TaskGroup`. Root tasks never return: one that returns or
-fails is a bug or a fatal condition, so `guard()` turns it into an error, the group cancels the
-others, and `run()` raises; the CLI logs which task stopped the agent and exits 1. Nothing is left
-half-alive (kopf's lesson).
+(shipper, one spool watcher and one store checker per active store, the health server, the
+supervisor that feeds systemd) and starts each as a named root task in one `asyncio.TaskGroup`.
+Root tasks never return: one that returns or fails is a bug or a fatal condition, so `guard()`
+turns it into an error, the group cancels the others, and `run()` raises; the CLI logs which task
+stopped the agent and exits 1. Nothing is left half-alive (kopf's lesson).
+
+Readiness. systemd hears `READY=1` only once the state store is open and the health listener is
+bound; `STATUS=` carries a one-line summary; `WATCHDOG=1` is sent by the supervisor task only after
+its liveness check passes (the event loop runs it, and the state store answers in time), so a
+wedged loop or a stuck database stops the pings and systemd restarts the agent.
+
+Reload. `reload()` (SIGHUP, or a change of the configuration file) reads and validates the file
+again. An invalid file is refused with every problem logged, and the running configuration stays.
+A valid one applies to new work: the shipper takes its new settings at its next round (the batch
+in flight finishes as it started), a store whose settings changed has its tasks restarted (a spool
+round interrupted mid-way loses nothing: files go only after their commit), added and removed
+stores start and stop. Listen addresses, the agent id and the state directory need a restart; a
+reload that changes them says so and keeps the old values.
 
 Stopping. `stop()` (first SIGTERM/SIGINT) stops the sources, so no new change is recorded, then
 drains the outbox to the hub for at most `agent.drain_timeout` seconds while `/healthz` answers 503
@@ -17,15 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
+import watchfiles
 
-from bridge_agent import __version__, platforms
-from bridge_agent.config import Config, StoreSettings
-from bridge_agent.errors import BridgeError, PlatformError
+from bridge_agent import __version__, logs, platforms
+from bridge_agent.config import Config, HubSettings, StoreSettings, load_config
+from bridge_agent.errors import BridgeError, ConfigError, PlatformError, StateStoreError
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
@@ -34,10 +50,13 @@ from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
 from bridge_agent.sources.spool import SpoolWatcher
 from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
+from bridge_agent.systemd import Notifier
 
 log = structlog.get_logger("bridge_agent.agent")
 
 STORE_CHECK_INTERVAL = 300.0
+STATUS_INTERVAL = 5.0
+LIVENESS_TIMEOUT = 5.0
 
 
 class RootTaskExited(BridgeError):
@@ -62,17 +81,41 @@ async def guard(name: str, coro: Coroutine[Any, Any, Any]) -> None:
     raise RootTaskExited(name)
 
 
+@dataclass
+class _StoreTasks:
+    settings: StoreSettings
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
 class Agent:
     """One agent process. `run()` until `stop()`; see the module docstring."""
 
-    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        load: Callable[[Path], Config] = load_config,
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self._load = load
         self._stopping = asyncio.Event()
         self._abandon = asyncio.Event()
+        self._reload = asyncio.Event()
         self._draining = False
         self.health_port: int | None = None
         self.shipper: Shipper | None = None
+        self.reloads = 0  # applied reloads, for status and tests
+        self._group: asyncio.TaskGroup | None = None
+        self._stores: dict[str, _StoreTasks] = {}
+        self._views: dict[str, StoreView] = {}
+        self._http_clients: list[httpx.AsyncClient] = []
+        self.metrics.counter("bridge_config_reloads_total", "Configuration reloads, by outcome.")
+
+    # -- control (signal-safe) -----------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask for a graceful stop; a second call abandons the drain. Safe from a signal handler."""
@@ -82,57 +125,35 @@ class Agent:
             self._abandon.set()
         self._stopping.set()
 
+    def reload(self) -> None:
+        """Ask for the configuration file to be read again. Safe from a signal handler."""
+        self._reload.set()
+
     @property
     def draining(self) -> bool:
         return self._draining
+
+    # -- run -----------------------------------------------------------------------------------
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         cfg = self.config
         async with contextlib.AsyncExitStack() as stack:
             state = await stack.enter_async_context(StateStore.open(cfg.agent.state_dir))
-            hub_http = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=cfg.hub.url,
-                    timeout=httpx.Timeout(cfg.hub.timeout),
-                    headers={"User-Agent": f"bridge-agent/{__version__}"},
-                )
-            )
-            store_http = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    timeout=httpx.Timeout(30.0),
-                    headers={"User-Agent": f"bridge-agent/{__version__}"},
-                )
-            )
+            stack.push_async_callback(self._close_clients)
+            self._store_http = self._client(timeout=30.0)
             shipper = Shipper(
-                state,
-                HubClient(hub_http, cfg.hub.token.reveal()),
-                ShipperSettings(
-                    agent_id=cfg.agent.id,
-                    batch_max_items=cfg.hub.batch_max_items,
-                    batch_max_bytes=cfg.hub.batch_max_bytes,
-                    batch_linger=cfg.hub.batch_linger,
-                    backoff=Backoff(cfg.hub.backoff_base, cfg.hub.backoff_cap),
-                    auth_retry_interval=cfg.hub.auth_retry_interval,
-                ),
-                self.metrics,
+                state, self._hub_client(cfg.hub), _shipper_settings(cfg), self.metrics
             )
             self.shipper = shipper
-            views: dict[str, StoreView] = {}
-            sources: dict[str, Coroutine[Any, Any, None]] = {}
-            for store in cfg.stores:
-                health = Health(f"store:{store.id}")
-                views[store.id] = StoreView(store.id, store.platform, store.active, health)
-                if not store.active:
-                    continue
-                platform = platforms.load(store.platform).from_settings(store, store_http)
-                sources[f"check:{store.id}"] = _check_store(platform, health)
-                if store.spool_dir is not None:
-                    sources[f"spool:{store.id}"] = self._spool(
-                        store, platform, state, shipper, health
-                    ).run()
+            self._state = state
             app = make_app(
                 AgentView(
-                    cfg.agent.id, state, shipper.hub, self.metrics, views, lambda: self.draining
+                    cfg.agent.id,
+                    state,
+                    shipper.hub,
+                    self.metrics,
+                    self._views,
+                    lambda: self.draining,
                 )
             )
             bound = asyncio.Event()
@@ -142,57 +163,234 @@ class Agent:
                 bound.set()
 
             async with asyncio.TaskGroup() as group:
-                server = group.create_task(
-                    guard(
-                        "server:health",
-                        serve(app, cfg.health.listen.host, cfg.health.listen.port, bound=on_bound),
-                    ),
-                    name="server:health",
+                self._group = group
+                listen = cfg.health.listen
+                server = self._spawn(
+                    "server:health", serve(app, listen.host, listen.port, bound=on_bound)
                 )
-                work = [group.create_task(guard("shipper", shipper.run()), name="shipper")]
-                work += [
-                    group.create_task(guard(name, coro), name=name)
-                    for name, coro in sources.items()
-                ]
+                work = [self._spawn("shipper", shipper.run())]
+                for store in cfg.stores:
+                    self._start_store(store)
                 await bound.wait()
+                supervisor = self._spawn("supervisor", self._supervise())
+                reloader = self._spawn("reloader", self._reloader())
                 log.info(
                     "agent_started",
                     agent=cfg.agent.id,
                     version=__version__,
                     stores=len(cfg.stores),
-                    tasks=sorted(t.get_name() for t in [server, *work]),
+                    health_port=self.health_port,
                 )
+                self.notifier.ready(await self._status_line())
                 if ready is not None:
                     ready.set()
                 await self._stopping.wait()
                 log.info("agent_stopping")
-                for task in work:
+                self.notifier.stopping()
+                reloader.cancel()
+                sources = [t for s in self._stores.values() for t in s.tasks]
+                for task in [*work, *sources]:
                     task.cancel()
-                await asyncio.gather(*work, return_exceptions=True)
+                await asyncio.gather(*work, *sources, reloader, return_exceptions=True)
                 await self._drain(shipper, state)
+                supervisor.cancel()
                 server.cancel()
+            self._group = None
             log.info("agent_stopped")
 
-    def _spool(
-        self,
-        store: StoreSettings,
-        platform: Platform,
-        state: StateStore,
-        shipper: Shipper,
-        health: Health,
-    ) -> SpoolWatcher:
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        assert self._group is not None
+        return self._group.create_task(guard(name, coro), name=name)
+
+    def _client(self, *, timeout: float, base_url: str = "") -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": f"bridge-agent/{__version__}"},
+        )
+        self._http_clients.append(client)
+        return client
+
+    def _hub_client(self, hub: HubSettings) -> HubClient:
+        return HubClient(self._client(timeout=hub.timeout, base_url=hub.url), hub.token.reveal())
+
+    async def _close_clients(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._http_clients), return_exceptions=True)
+
+    # -- stores --------------------------------------------------------------------------------
+
+    def _start_store(self, store: StoreSettings) -> None:
+        health = Health(f"store:{store.id}")
+        self._views[store.id] = StoreView(store.id, store.platform, store.active, health)
+        entry = _StoreTasks(store)
+        self._stores[store.id] = entry
+        if not store.active:
+            return
+        platform = platforms.load(store.platform).from_settings(store, self._store_http)
+        entry.tasks.append(self._spawn(f"check:{store.id}", _check_store(platform, health)))
+        if store.spool_dir is not None:
+            watcher = self._spool(store, platform, health)
+            entry.tasks.append(self._spawn(f"spool:{store.id}", watcher.run()))
+
+    async def _stop_store(self, store_id: str) -> None:
+        entry = self._stores.pop(store_id)
+        self._views.pop(store_id, None)
+        for task in entry.tasks:
+            task.cancel()
+        await asyncio.gather(*entry.tasks, return_exceptions=True)
+
+    def _spool(self, store: StoreSettings, platform: Platform, health: Health) -> SpoolWatcher:
         assert store.spool_dir is not None
+        assert self.shipper is not None
         return SpoolWatcher(
             store_id=store.id,
             spool_dir=store.spool_dir,
             platform=platform,
-            state=state,
-            on_recorded=shipper.nudge,
+            state=self._state,
+            on_recorded=self.shipper.nudge,
             metrics=self.metrics,
             health=health,
             deletions=store.deletions,
             concurrency=store.concurrency,
         )
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def _reloader(self) -> None:
+        """Root task: apply reload requests one at a time, from SIGHUP or the file changing."""
+        watcher = asyncio.create_task(self._watch_config(), name="config-watch")
+        try:
+            while True:
+                await self._reload.wait()
+                self._reload.clear()
+                await self._apply_reload()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch_config(self) -> None:
+        path = self.config.source  # absolute: load_config resolves it
+        # Watch the folder, not the file: editors and config managers replace files by rename.
+        try:
+            async for changes in watchfiles.awatch(path.parent, debounce=200, recursive=False):
+                if any(Path(p) == path for _, p in changes):
+                    log.info("config_file_changed", path=str(path))
+                    self._reload.set()
+        except OSError as exc:  # the folder vanished or cannot be watched: SIGHUP still works
+            log.warning("config_watch_unavailable", path=str(path), error=str(exc))
+
+    async def _apply_reload(self) -> None:
+        self.notifier.reloading()
+        old = self.config
+        try:
+            new = await asyncio.to_thread(self._load, old.source)
+        except ConfigError as exc:
+            self.metrics.inc("bridge_config_reloads_total", outcome="rejected")
+            log.error(
+                "config_reload_rejected",
+                path=str(old.source),
+                problems=list(exc.problems),
+                kept="running configuration",
+            )
+            self.notifier.ready(await self._status_line())
+            return
+        new = self._keep_restart_only(old, new)
+        logs.register_secrets(secret_values(new))
+        logs.set_level(new.agent.log_level)
+        try:
+            await self._apply(old, new)
+        except (ConfigError, PlatformError) as exc:
+            self.metrics.inc("bridge_config_reloads_total", outcome="rejected")
+            log.error("config_reload_failed", error=str(exc))
+            self.notifier.ready(await self._status_line())
+            return
+        self.config = new
+        self.reloads += 1
+        self.metrics.inc("bridge_config_reloads_total", outcome="applied")
+        log.info("config_reloaded", path=str(new.source), stores=len(new.stores))
+        self.notifier.ready(await self._status_line())
+
+    def _keep_restart_only(self, old: Config, new: Config) -> Config:
+        needs_restart = [
+            name
+            for name, before, after in (
+                ("agent.id", old.agent.id, new.agent.id),
+                ("agent.state_dir", old.agent.state_dir, new.agent.state_dir),
+                ("health.listen", old.health.listen, new.health.listen),
+                ("webhooks.listen", old.webhooks.listen, new.webhooks.listen),
+            )
+            if before != after
+        ]
+        if needs_restart:
+            log.warning("config_change_needs_restart", keys=needs_restart)
+        return replace(
+            new,
+            agent=replace(new.agent, id=old.agent.id, state_dir=old.agent.state_dir),
+            health=old.health,
+            webhooks=old.webhooks,
+        )
+
+    async def _apply(self, old: Config, new: Config) -> None:
+        # Build every new platform first: a store whose adapter refuses its settings fails the
+        # whole reload before anything running is touched.
+        for store in new.stores:
+            if store.active:
+                platforms.load(store.platform).from_settings(store, self._store_http)
+        assert self.shipper is not None
+        if new.hub != old.hub or new.agent.id != old.agent.id:
+            hub = self._hub_client(new.hub) if new.hub.url != old.hub.url or (
+                new.hub.token != old.hub.token or new.hub.timeout != old.hub.timeout
+            ) else None  # fmt: skip
+            self.shipper.configure(_shipper_settings(new), hub)
+        before = {s.id: s for s in old.stores}
+        after = {s.id: s for s in new.stores}
+        for store_id in before.keys() - after.keys():
+            await self._stop_store(store_id)
+            log.info("store_removed", store=store_id)
+        for store_id, settings in after.items():
+            if store_id in before and before[store_id] == settings:
+                continue
+            if store_id in self._stores:
+                await self._stop_store(store_id)
+            self._start_store(settings)
+            log.info("store_configured", store=store_id, active=settings.active)
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Root task: STATUS= lines, and watchdog pings while the liveness check passes."""
+        interval = self.notifier.watchdog_interval
+        period = min(interval, STATUS_INTERVAL) if interval else STATUS_INTERVAL
+        last_status = ""
+        while True:
+            alive = await self._alive(within=min(period, LIVENESS_TIMEOUT))
+            if alive and interval:
+                self.notifier.watchdog()
+            line = await self._status_line() if alive else "state store not answering"
+            if line != last_status:
+                self.notifier.status(line)
+                last_status = line
+            await asyncio.sleep(period)
+
+    async def _alive(self, *, within: float) -> bool:
+        try:
+            async with asyncio.timeout(within):
+                await self._state.check()
+        except (TimeoutError, StateStoreError) as exc:
+            log.error("liveness_check_failed", error=str(exc) or "state store did not answer")
+            return False
+        return True
+
+    async def _status_line(self) -> str:
+        stats = await self._state.stats()
+        hub = self.shipper.hub.health.state if self.shipper else "unknown"
+        runs = len(await self._state.open_runs())
+        return (
+            f"outbox {stats.pending} pending, {stats.rejected} rejected; hub {hub}; "
+            f"{len(self._stores)} store(s); {runs} run(s)"
+        )
+
+    # -- stop ----------------------------------------------------------------------------------
 
     async def _drain(self, shipper: Shipper, state: StateStore) -> None:
         self._draining = True
@@ -210,6 +408,25 @@ class Agent:
         left = (await state.stats()).pending
         outcome = "done" if drain in done else ("abandoned" if abandon in done else "timed_out")
         log.info("drain_finished", outcome=outcome, shipped=max(before - left, 0), left=left)
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret in the configuration, for the log redactor."""
+    values = [config.hub.token.reveal()]
+    for store in config.stores:
+        values += [s.reveal() for s in store.secrets.values()]
+    return values
+
+
+def _shipper_settings(cfg: Config) -> ShipperSettings:
+    return ShipperSettings(
+        agent_id=cfg.agent.id,
+        batch_max_items=cfg.hub.batch_max_items,
+        batch_max_bytes=cfg.hub.batch_max_bytes,
+        batch_linger=cfg.hub.batch_linger,
+        backoff=Backoff(cfg.hub.backoff_base, cfg.hub.backoff_cap),
+        auth_retry_interval=cfg.hub.auth_retry_interval,
+    )
 
 
 async def _check_store(platform: Platform, health: Health) -> None:

@@ -15,6 +15,8 @@ from typing import Any, TextIO, cast
 import structlog
 
 _SECRETS: set[str] = set()
+_LEVELS = logging.getLevelNamesMapping()
+_threshold = logging.INFO
 
 
 def register_secrets(values: Iterable[str]) -> None:
@@ -34,6 +36,18 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def set_level(level: str) -> None:
+    """Change the level at run time (config reload); unknown names mean info."""
+    global _threshold  # noqa: PLW0603 - one process-wide level, as logging itself has
+    _threshold = _LEVELS.get(level.upper(), logging.INFO)
+
+
+def _filter_level(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _LEVELS.get(method.upper(), logging.INFO) < _threshold:
+        raise structlog.DropEvent
+    return event
+
+
 class _Stderr:
     """Whatever `sys.stderr` is at write time (tests and daemons may swap it after configure)."""
 
@@ -45,6 +59,7 @@ class _Stderr:
 
 
 def configure(*, json: bool | None = None, level: str = "info") -> None:
+    set_level(level)
     if json is None:
         json = not sys.stderr.isatty()
     renderer: Any = (
@@ -52,6 +67,7 @@ def configure(*, json: bool | None = None, level: str = "info") -> None:
     )
     structlog.configure(
         processors=[
+            _filter_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -59,9 +75,7 @@ def configure(*, json: bool | None = None, level: str = "info") -> None:
             redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Stderr())),
         cache_logger_on_first_use=True,
     )

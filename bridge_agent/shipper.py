@@ -144,6 +144,20 @@ class Shipper:
         self.hub = HubLink()
         _declare_metrics(metrics)
 
+    def configure(self, settings: ShipperSettings, hub: HubClient | None = None) -> None:
+        """New settings (a config reload): they apply from the next round on.
+
+        The batch in flight, if any, finishes with the settings it started with.
+        """
+        self._settings = settings
+        if hub is not None:
+            self._hub = hub
+        self._wake.set()
+
+    @property
+    def settings(self) -> ShipperSettings:
+        return self._settings
+
     def nudge(self) -> None:
         """New rows are in the outbox (or the config changed): wake up now."""
         self._wake.set()
