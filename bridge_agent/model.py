@@ -111,24 +111,26 @@ class Product:
 
 def _compact(obj: Any) -> Any:  # returns the canonical form of any model value
     """Dataclass -> dict without unset fields; tuples -> lists (msgpack and JSON agree on lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    names = _FIELD_NAMES.get(type(obj))
+    if names is not None:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            value = _compact(getattr(obj, f.name))
-            if value is None or value in ([], {}):
+        for name in names:
+            value = getattr(obj, name)
+            if value is None or value in ((), {}, []):
                 continue
-            out[f.name] = value
+            out[name] = value if type(value) in _SCALARS else _compact(value)
         return out
     if isinstance(obj, tuple | list):
-        return [_compact(v) for v in obj]
+        return [v if type(v) in _SCALARS else _compact(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): _compact(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        raise TypeError(f"{type(obj).__name__} is not part of the canonical model")
     return obj
 
 
 def _product_from(data: Mapping[str, Any]) -> Product:
-    known = {f.name for f in dataclasses.fields(Product)}
-    unknown = set(data) - known
+    unknown = data.keys() - _PRODUCT_FIELDS
     if unknown:
         raise ValueError(f"unknown product field(s): {', '.join(sorted(unknown))}")
     kwargs: dict[str, Any] = dict(data)
@@ -166,3 +168,12 @@ class Change:
     def key(self) -> tuple[str, str]:
         """Identity for coalescing: one outbox row per (store, product)."""
         return (self.store, self.product_id)
+
+
+# Field names per model class, computed once: `to_dict` runs for every observed change.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls))
+    for cls in (Product, Variant, Image, Category, Rating)
+}
+_SCALARS = frozenset({str, int, float, bool})
+_PRODUCT_FIELDS = frozenset(_FIELD_NAMES[Product])

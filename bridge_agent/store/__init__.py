@@ -229,11 +229,11 @@ class StateStore:
         """Queue (or re-queue) one product with a fresh seq; the row's first_at is kept."""
         seq = self._take_seq(db)
         db.execute(
-            "INSERT INTO outbox (store, id, seq, source, observed_at, first_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO outbox (store, id, seq, source, observed_at, first_at, first_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (store, id) DO UPDATE SET seq=excluded.seq, source=excluded.source,"
             " observed_at=excluded.observed_at, state='pending', attempts=0, last_error=NULL",
-            (store, id_, seq, source, observed_at, now_ms()),
+            (store, id_, seq, source, observed_at, now_ms(), seq),
         )
         return seq
 
@@ -264,7 +264,7 @@ class StateStore:
             "SELECT o.store, o.id, o.seq, o.source, o.observed_at, m.deleted, m.data, m.hash,"
             " m.acked_hash, m.acked_data, o.attempts"
             " FROM outbox o JOIN mirror m ON m.store = o.store AND m.id = o.id"
-            " WHERE o.state = 'pending' ORDER BY o.first_at, o.seq LIMIT ?",
+            " WHERE o.state = 'pending' ORDER BY o.first_seq LIMIT ?",
             (limit,),
         ).fetchall()
         return [
@@ -346,7 +346,7 @@ class StateStore:
         if state is not None:
             sql += " WHERE state=?"
             args = (state,)
-        rows = self._conn.execute(sql + " ORDER BY first_at, seq LIMIT ?", (*args, limit))
+        rows = self._conn.execute(sql + " ORDER BY first_seq LIMIT ?", (*args, limit))
         return [OutboxRow(*r) for r in rows.fetchall()]
 
     async def retry_rejected(self, keys: Iterable[tuple[str, str]] | None = None) -> int:

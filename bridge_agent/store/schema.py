@@ -12,7 +12,8 @@ Tables:
 - `outbox`: one row per product with something to ship (coalescing by key). `seq` is the row's
   version: a fresh, agent-wide unique number on every re-dirtying, used as the protocol `seq` and
   checked on ack so that a change landing while its row is in flight is shipped next time.
-  `first_at` (first dirtied) orders shipping so a hot product cannot starve the others.
+  `first_seq` (the seq of the first dirtying, kept when the row is re-dirtied) orders shipping
+  so a hot product cannot starve the others; `first_at` is the same moment as a time, for ages.
   `state` is `pending` or `rejected` (set aside with `last_error` until `outbox retry`).
 - `cursors`: where incremental streams resume, per store and stream.
 - `runs`: resumable runs (import, refresh, verify) with the frozen config and the checkpoint.
@@ -48,12 +49,13 @@ MIGRATIONS: tuple[str, ...] = (
         source      TEXT NOT NULL,
         observed_at INTEGER NOT NULL,
         first_at    INTEGER NOT NULL,
+        first_seq   INTEGER NOT NULL,
         state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'rejected')),
         attempts    INTEGER NOT NULL DEFAULT 0,
         last_error  TEXT,
         PRIMARY KEY (store, id)
     ) WITHOUT ROWID;
-    CREATE INDEX outbox_due ON outbox (state, first_at, seq);
+    CREATE INDEX outbox_due ON outbox (state, first_seq);
 
     CREATE TABLE cursors (
         store      TEXT NOT NULL,

@@ -30,18 +30,11 @@ VOLATILE_FIELDS = frozenset({"updated_at"})
 # Query parameters that only defeat caches; seen on Shopify's CDN (v), WordPress (ver), and
 # generic asset pipelines. Parameters not listed here are content (a resized image, a variant).
 CACHE_BUSTING_PARAMS = frozenset({"v", "ver", "version", "_", "t", "ts", "cb", "cachebust"})
-_URL_FIELDS = frozenset({"url", "src"})
 
 
 def canonical_json(data: Mapping[str, Any]) -> bytes:
     """The canonical encoding of a product dict, volatile parts removed."""
-    return json.dumps(
-        _stable(data),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    ).encode("utf-8")
+    return _ENCODER.encode(_stable(data)).encode("utf-8")
 
 
 def content_hash(data: Mapping[str, Any]) -> str:
@@ -63,15 +56,31 @@ def strip_cache_busting(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
-def _stable(value: Any, key: str | None = None, *, top: bool = True) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            str(k): _stable(v, str(k), top=False)
-            for k, v in value.items()
-            if not (top and k in VOLATILE_FIELDS)
-        }
-    if isinstance(value, list | tuple):
-        return [_stable(v, key, top=False) for v in value]
-    if key in _URL_FIELDS and isinstance(value, str):
-        return strip_cache_busting(value)
-    return value
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _stable(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` without volatile fields and with cache-busting parameters removed from URLs.
+
+    The canonical model has URLs in two places only, the product `url` and each image's `src`;
+    the JSON encoder sorts keys at every depth, so nothing else needs copying. Hashing runs for
+    every observed change and every item the hub receives, which is why this is not a generic
+    recursive walk.
+    """
+    out = {k: v for k, v in data.items() if k not in VOLATILE_FIELDS}
+    url = out.get("url")
+    if isinstance(url, str) and "?" in url:
+        out["url"] = strip_cache_busting(url)
+    images = out.get("images")
+    if isinstance(images, list) and any(
+        isinstance(i, dict) and "?" in str(i.get("src", "")) for i in images
+    ):
+        out["images"] = [
+            {**i, "src": strip_cache_busting(i["src"])}
+            if isinstance(i, dict) and isinstance(i.get("src"), str)
+            else i
+            for i in images
+        ]
+    return out
