@@ -140,6 +140,7 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             state = await stack.enter_async_context(StateStore.open(cfg.agent.state_dir))
             stack.push_async_callback(self._close_clients)
+            stack.callback(self.notifier.close)
             self._store_http = self._client(timeout=30.0)
             shipper = Shipper(
                 state, self._hub_client(cfg.hub), _shipper_settings(cfg), self.metrics

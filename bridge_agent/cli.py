@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -23,9 +22,11 @@ import httpx
 import structlog
 
 from bridge_agent import __version__, logs
-from bridge_agent.agent import Agent, RootTaskExited
+from bridge_agent.agent import Agent, RootTaskExited, secret_values
 from bridge_agent.config import Config, Listen, default_config_path, load_config
-from bridge_agent.errors import BridgeError, ConfigError
+from bridge_agent.errors import BridgeError, ConfigError, StateStoreError
+from bridge_agent.health import Health
+from bridge_agent.server import StoreView, status_document
 from bridge_agent.store import StateStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bridge-agent: configuration error in {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StateStoreError as exc:
+        print(f"bridge-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
     return code
@@ -115,15 +119,8 @@ def _log_json(choice: str) -> bool | None:
 def _config(args: argparse.Namespace) -> Config:
     path = args.config or default_config_path()
     config = load_config(path)
-    logs.register_secrets(_secret_values(config))
+    logs.register_secrets(secret_values(config))
     return config
-
-
-def _secret_values(config: Config) -> list[str]:
-    values = [config.hub.token.reveal()]
-    for store in config.stores:
-        values += [s.reveal() for s in store.secrets.values()]
-    return values
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -131,6 +128,7 @@ def _secret_values(config: Config) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
+    logs.set_level(config.agent.log_level if args.log_level == "info" else args.log_level)
     return run_agent(config)
 
 
@@ -141,6 +139,7 @@ def run_agent(config: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, agent, sig)
+        loop.add_signal_handler(signal.SIGHUP, _on_reload, agent)
         await agent.run()
 
     try:
@@ -163,6 +162,11 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, RootTaskExited) and isinstance(exc.__cause__, BridgeError):
         return [exc.__cause__]
     return [exc]
+
+
+def _on_reload(agent: Agent) -> None:
+    log.info("signal_received", signal="SIGHUP", action="reload")
+    agent.reload()
 
 
 def _on_signal(agent: Agent, sig: signal.Signals) -> None:
@@ -211,38 +215,12 @@ def _live_status(listen: Listen) -> dict[str, Any] | None:
 
 
 async def _offline_status(config: Config) -> dict[str, Any]:
-    """What the state directory says while the agent is not running."""
-    async with StateStore.open(config.agent.state_dir) as state:
-        stats = await state.stats()
-        last = await state.meta("last_shipment_at")
-        now = time.time()
-        return {
-            "agent": config.agent.id,
-            "version": __version__,
-            "state": "stopped",
-            "outbox": {
-                "pending": stats.pending,
-                "rejected": stats.rejected,
-                "oldest_pending_age_seconds": None
-                if stats.oldest_pending_at is None
-                else round(now - stats.oldest_pending_at / 1e3, 3),
-            },
-            "last_shipment_at": None if last is None else int(last) / 1e3,
-            "hub": {"state": "unknown", "ok": None, "detail": "agent not running"},
-            "stores": {
-                s.id: {
-                    "platform": s.platform,
-                    "active": s.active,
-                    "state": "stopped",
-                    "ok": None,
-                    "detail": None,
-                    "products": await state.mirror_count(s.id),
-                }
-                for s in config.stores
-            },
-            "runs": [],
-            "events": [dataclasses.asdict(e) for e in await state.events(limit=10)],
-        }
+    """What the state directory says while the agent is not running (read-only)."""
+    async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+        stores = [
+            StoreView(s.id, s.platform, s.active, Health(f"store:{s.id}")) for s in config.stores
+        ]
+        return await status_document(state, config.agent.id, stores, live=None)
 
 
 def render_status(doc: dict[str, Any]) -> str:
@@ -250,11 +228,14 @@ def render_status(doc: dict[str, Any]) -> str:
     outbox = doc["outbox"]
     hub = doc["hub"]
     age = outbox.get("oldest_pending_age_seconds")
+    hub_line = hub["state"] + (f": {hub['detail']}" if hub.get("detail") else "")
+    if hub.get("retry_at"):
+        hub_line += f" (next try {_when(hub['retry_at'])})"
     lines = [
-        f"agent   {doc['agent']}  ({doc['state']}, bridge-agent {doc['version']})",
-        f"outbox  {outbox['pending']} pending, {outbox['rejected']} rejected"
+        f"agent          {doc['agent']}  ({doc['state']}, bridge-agent {doc['version']})",
+        f"outbox         {outbox['pending']} pending, {outbox['rejected']} rejected"
         + (f", oldest {_ago(age)}" if age is not None else ""),
-        f"hub     {hub['state']}" + (f": {hub['detail']}" if hub.get("detail") else ""),
+        f"hub            {hub_line}",
         "last shipment  "
         + (_when(doc["last_shipment_at"]) if doc.get("last_shipment_at") else "never"),
         "",
@@ -265,6 +246,12 @@ def render_status(doc: dict[str, Any]) -> str:
             f"{store_id:<16} {s['platform']:<12} {s['state']:<14} {s['products']:>8}  "
             + (s.get("detail") or "")
         )
+    if doc.get("runs"):
+        lines += ["", f"{'RUN':>5} {'KIND':<8} {'STORE':<12} {'STATE':<8} PROGRESS"]
+        for r in doc["runs"]:
+            lines.append(
+                f"{r['id']:>5} {r['kind']:<8} {r['store']:<12} {r['state']:<8} {_progress(r)}"
+            )
     if doc.get("events"):
         lines += ["", "recent events:"]
         for e in doc["events"]:
@@ -274,12 +261,30 @@ def render_status(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ago(seconds: float) -> str:
+def _progress(run: dict[str, Any], width: int = 24) -> str:
+    done, total = run["done"], run.get("total")
+    if not total:
+        return f"{done} done"
+    filled = min(width, round(width * done / total))
+    bar = "#" * filled + "." * (width - filled)
+    text = f"[{bar}] {done}/{total} {100 * done / total:.0f}%"
+    if run.get("rate_per_second"):
+        text += f" {run['rate_per_second']:.0f}/s"
+    if run.get("eta_seconds") is not None:
+        text += f" ETA {_duration(run['eta_seconds'])}"
+    return text
+
+
+def _duration(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:.0f}s ago"
+        return f"{seconds:.0f}s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _ago(seconds: float) -> str:
+    return _duration(seconds) + " ago"
 
 
 def _when(epoch: float) -> str:
@@ -293,7 +298,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def listing() -> list[dict[str, Any]]:
-        async with StateStore.open(config.agent.state_dir) as state:
+        async with StateStore.open(config.agent.state_dir, read_only=True) as state:
             rows = await state.outbox_rows(
                 state=None if args.state == "all" else args.state, limit=args.limit
             )

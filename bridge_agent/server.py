@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from bridge_agent.errors import StateStoreError
 from bridge_agent.health import Check, Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.shipper import HubLink
-from bridge_agent.store import StateStore
+from bridge_agent.store import Run, StateStore
 
 log = structlog.get_logger("bridge_agent.server")
 
@@ -133,24 +133,42 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(await status_document(request.app[VIEW]))
+    view = request.app[VIEW]
+    doc = await status_document(
+        view.state,
+        view.agent_id,
+        list(view.stores.values()),
+        live=Live(view.hub, view.draining(), view.started_at),
+    )
+    return web.json_response(doc)
 
 
-async def status_document(view: AgentView) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What only a running agent knows."""
+
+    hub: HubLink
+    draining: bool
+    started_at: float
+
+
+async def status_document(
+    state: StateStore, agent_id: str, stores: Sequence[StoreView], *, live: Live | None
+) -> dict[str, Any]:
+    """The `/status` document; with `live=None`, what the state directory alone can tell."""
     now = time.time()
-    stats = await view.state.stats()
-    last_shipment = view.hub.last_shipment_at
-    if last_shipment is None:
-        stored = await view.state.meta("last_shipment_at")
-        last_shipment = None if stored is None else int(stored) / 1e3
-    runs = await view.state.runs(limit=10)
-    events = await view.state.events(limit=10)
-    hub = view.hub.health
-    return {
-        "agent": view.agent_id,
+    stats = await state.stats()
+    stored = await state.meta("last_shipment_at")
+    last_shipment = None if stored is None else int(stored) / 1e3
+    if live is not None and live.hub.last_shipment_at is not None:
+        last_shipment = live.hub.last_shipment_at
+    runs = await state.runs(limit=10)
+    events = await state.events(limit=10)
+    doc: dict[str, Any] = {
+        "agent": agent_id,
         "version": __version__,
-        "state": "draining" if view.draining() else "running",
-        "uptime_seconds": round(now - view.started_at, 3),
+        "state": "stopped" if live is None else ("draining" if live.draining else "running"),
+        "uptime_seconds": None if live is None else round(now - live.started_at, 3),
         "outbox": {
             "pending": stats.pending,
             "rejected": stats.rejected,
@@ -159,31 +177,57 @@ async def status_document(view: AgentView) -> dict[str, Any]:
             else round(max(now - stats.oldest_pending_at / 1e3, 0.0), 3),
         },
         "last_shipment_at": last_shipment,
-        "hub": {
-            "state": hub.state,
-            "ok": not hub.failing,
-            "detail": hub.detail,
-            "since": hub.since,
-            "failures": view.hub.failures,
-            "retry_at": view.hub.retry_at,
-        },
+        "hub": _hub_status(live),
         "stores": {
             s.id: {
                 "platform": s.platform,
                 "active": s.active,
-                "state": s.health.state if s.active else "inactive",
-                "ok": not s.health.failing,
-                "detail": s.health.detail,
-                "since": s.health.since,
-                "products": await view.state.mirror_count(s.id),
+                **_store_state(s, live),
+                "products": await state.mirror_count(s.id),
             }
-            for s in view.stores.values()
+            for s in stores
         },
-        "runs": [
-            {k: v for k, v in asdict(r).items() if k not in ("config", "checkpoint")} for r in runs
-        ],
+        "runs": [_run_status(r, now) for r in runs],
         "events": [asdict(e) for e in events],
     }
+    return doc
+
+
+def _hub_status(live: Live | None) -> dict[str, Any]:
+    if live is None:
+        return {"state": "unknown", "ok": None, "detail": "agent not running"}
+    hub = live.hub.health
+    return {
+        "state": hub.state,
+        "ok": not hub.failing,
+        "detail": hub.detail,
+        "since": hub.since,
+        "failures": live.hub.failures,
+        "retry_at": live.hub.retry_at,
+    }
+
+
+def _store_state(store: StoreView, live: Live | None) -> dict[str, Any]:
+    if not store.active:
+        return {"state": "inactive", "ok": True, "detail": None}
+    if live is None:
+        return {"state": "stopped", "ok": None, "detail": None}
+    h = store.health
+    return {"state": h.state, "ok": not h.failing, "detail": h.detail, "since": h.since}
+
+
+def _run_status(run: Run, now: float) -> dict[str, Any]:
+    """A run with its progress: rate and ETA from the time spent so far."""
+    out = {k: v for k, v in asdict(run).items() if k not in ("config", "checkpoint")}
+    elapsed = max(((run.finished_at or now * 1e3) - run.started_at) / 1e3, 1e-3)
+    rate = run.done / elapsed
+    out["rate_per_second"] = round(rate, 2)
+    out["eta_seconds"] = (
+        round((run.total - run.done) / rate, 1)
+        if run.state == "running" and run.total and rate > 0
+        else None
+    )
+    return out
 
 
 async def _state_store_check(state: StateStore) -> Check:

@@ -131,6 +131,8 @@ async def test_status_and_outbox_commands_read_the_state_directory(tmp_path: Pat
         await state.record([Change("main", str(i), make_product(i), "spool", 1) for i in (1, 2, 3)])
         bad = next(d for d in await state.due(10) if d.id == "2")
         await state.settle([Settlement("main", "2", bad.seq, "rejected", reason="gtin invalid")])
+        run_id = await state.start_run("import", "main", {"per_page": 100}, total=400)
+        await state.record_page([], run_id=run_id, checkpoint={"page": 2}, done=100)
 
     result = run("--config", str(config), "status", "--json")
     assert result.returncode == 0, result.stderr
@@ -140,9 +142,16 @@ async def test_status_and_outbox_commands_read_the_state_directory(tmp_path: Pat
     assert doc["outbox"]["rejected"] == 1
     assert doc["stores"]["main"]["products"] == 3
 
+    (import_run,) = doc["runs"]
+    assert (import_run["done"], import_run["total"], import_run["state"]) == (100, 400, "running")
+    assert import_run["eta_seconds"] is not None
+
     table = run("--config", str(config), "status")
     assert "2 pending, 1 rejected" in table.stdout
     assert "gtin invalid" in table.stdout
+    assert "[######.................." in table.stdout  # 100/400 as a progress bar
+    assert "100/400 25%" in table.stdout
+    assert "ETA" in table.stdout
 
     listing = run("--config", str(config), "outbox", "list", "--json")
     rows = json.loads(listing.stdout)
@@ -203,3 +212,11 @@ def test_main_reports_config_errors_in_process(
     missing = tmp_path / "nope.toml"
     assert cli.main(["--config", str(missing), "validate"]) == 78
     assert "nope.toml" in capsys.readouterr().err
+
+
+def test_status_without_any_state_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    config = _offline_config(tmp_path)
+    result = run("--config", str(config), "status")
+    assert result.returncode == 1
+    assert "has not run here yet" in result.stderr
+    assert not (tmp_path / "state").exists()

@@ -134,11 +134,12 @@ class StateStore:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, state_dir: Path) -> AsyncIterator[StateStore]:
+    async def open(cls, state_dir: Path, *, read_only: bool = False) -> AsyncIterator[StateStore]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
         loop = asyncio.get_running_loop()
+        opener = cls.open_read_only if read_only else cls.open_sync
         try:
-            store = await loop.run_in_executor(executor, cls.open_sync, state_dir, executor)
+            store = await loop.run_in_executor(executor, opener, state_dir, executor)
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -166,6 +167,29 @@ class StateStore:
             raise StateStoreError(f"cannot open state store {path}: {exc}") from exc
         except OSError as exc:
             raise StateStoreError(f"cannot create state directory {state_dir}: {exc}") from exc
+        return cls(conn, path, executor or ThreadPoolExecutor(max_workers=1))
+
+    @classmethod
+    def open_read_only(
+        cls, state_dir: Path, executor: ThreadPoolExecutor | None = None
+    ) -> StateStore:
+        """Open for reading only (status while the agent is stopped): never creates or migrates."""
+        path = state_dir / DB_NAME
+        if not path.exists():
+            raise StateStoreError(f"no state store at {path}: the agent has not run here yet")
+        try:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"cannot read state store {path}: {exc}") from exc
+        if version != len(MIGRATIONS):
+            conn.close()
+            raise StateStoreError(
+                f"state store {path} has schema {version}, this bridge-agent reads"
+                f" {len(MIGRATIONS)}: run the matching bridge-agent, or start the agent to migrate"
+            )
         return cls(conn, path, executor or ThreadPoolExecutor(max_workers=1))
 
     def close_sync(self) -> None:
