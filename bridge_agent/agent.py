@@ -142,6 +142,9 @@ class Agent:
             stack.push_async_callback(self._close_clients)
             stack.callback(self.notifier.close)
             self._store_http = self._client(timeout=30.0)
+            # Build every adapter before any task starts: a store whose settings its adapter
+            # refuses is a configuration error (exit 78), not a half-started agent.
+            built = {s.id: _build_platform(s, self._store_http) for s in cfg.stores if s.active}
             shipper = Shipper(
                 state, self._hub_client(cfg.hub), _shipper_settings(cfg), self.metrics
             )
@@ -171,7 +174,7 @@ class Agent:
                 )
                 work = [self._spawn("shipper", shipper.run())]
                 for store in cfg.stores:
-                    self._start_store(store)
+                    self._start_store(store, built.get(store.id))
                 await bound.wait()
                 supervisor = self._spawn("supervisor", self._supervise())
                 reloader = self._spawn("reloader", self._reloader())
@@ -220,14 +223,13 @@ class Agent:
 
     # -- stores --------------------------------------------------------------------------------
 
-    def _start_store(self, store: StoreSettings) -> None:
+    def _start_store(self, store: StoreSettings, platform: Platform | None) -> None:
         health = Health(f"store:{store.id}")
         self._views[store.id] = StoreView(store.id, store.platform, store.active, health)
         entry = _StoreTasks(store)
         self._stores[store.id] = entry
-        if not store.active:
+        if platform is None:
             return
-        platform = platforms.load(store.platform).from_settings(store, self._store_http)
         entry.tasks.append(self._spawn(f"check:{store.id}", _check_store(platform, health)))
         if store.spool_dir is not None:
             watcher = self._spool(store, platform, health)
@@ -334,9 +336,7 @@ class Agent:
     async def _apply(self, old: Config, new: Config) -> None:
         # Build every new platform first: a store whose adapter refuses its settings fails the
         # whole reload before anything running is touched.
-        for store in new.stores:
-            if store.active:
-                platforms.load(store.platform).from_settings(store, self._store_http)
+        built = {s.id: _build_platform(s, self._store_http) for s in new.stores if s.active}
         assert self.shipper is not None
         if new.hub != old.hub or new.agent.id != old.agent.id:
             hub = self._hub_client(new.hub) if new.hub.url != old.hub.url or (
@@ -353,7 +353,7 @@ class Agent:
                 continue
             if store_id in self._stores:
                 await self._stop_store(store_id)
-            self._start_store(settings)
+            self._start_store(settings, built.get(store_id))
             log.info("store_configured", store=store_id, active=settings.active)
 
     # -- supervision ---------------------------------------------------------------------------
@@ -428,6 +428,10 @@ def _shipper_settings(cfg: Config) -> ShipperSettings:
         backoff=Backoff(cfg.hub.backoff_base, cfg.hub.backoff_cap),
         auth_retry_interval=cfg.hub.auth_retry_interval,
     )
+
+
+def _build_platform(store: StoreSettings, http: httpx.AsyncClient) -> Platform:
+    return platforms.load(store.platform).from_settings(store, http)
 
 
 async def _check_store(platform: Platform, health: Health) -> None:

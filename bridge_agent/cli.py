@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import structlog
 
-from bridge_agent import __version__, logs
+from bridge_agent import __version__, logs, platforms
 from bridge_agent.agent import Agent, RootTaskExited, secret_values
 from bridge_agent.config import Config, Listen, default_config_path, load_config
 from bridge_agent.errors import BridgeError, ConfigError, StateStoreError
@@ -179,6 +179,20 @@ def _on_signal(agent: Agent, sig: signal.Signals) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _config(args)
+    # The file is well formed; now what `run` would refuse too: a platform with no adapter
+    # installed, or settings the adapter rejects. ExecStartPre must catch those.
+    problems = []
+    http = httpx.AsyncClient()  # adapters take a client; building one does no I/O
+    try:
+        for store in config.stores:
+            try:
+                platforms.load(store.platform).from_settings(store, http)
+            except ConfigError as exc:
+                problems += [f"[[stores]] {store.id!r}: {p}" for p in exc.problems]
+    finally:
+        asyncio.run(http.aclose())
+    if problems:
+        raise ConfigError(problems, source=str(config.source))
     stores = ", ".join(f"{s.id} ({s.platform})" for s in config.stores) or "no stores"
     print(f"{config.source}: OK: agent {config.agent.id!r}, hub {config.hub.url}, {stores}")
     return EXIT_OK

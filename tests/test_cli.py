@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge_agent import cli
+from bridge_agent import cli, platforms
+from bridge_agent.config import PLATFORMS
 from bridge_agent.demo import run_demo
 from bridge_agent.model import Change
 from bridge_agent.store import Settlement, StateStore
@@ -220,3 +221,48 @@ def test_status_without_any_state_says_so_and_creates_nothing(tmp_path: Path) ->
     assert result.returncode == 1
     assert "has not run here yet" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def _uninstalled_builtin_platform() -> str:
+    missing = sorted(set(PLATFORMS) - set(platforms.available()))
+    if not missing:
+        pytest.skip("every built-in platform has its adapter installed")
+    return missing[0]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_platform_without_adapter_is_refused_by_validate_and_run(
+    tmp_path: Path, command: str
+) -> None:
+    name = _uninstalled_builtin_platform()
+    config = tmp_path / "agent.toml"
+    keys = {
+        "woocommerce": 'consumer_key = "ck"\nconsumer_secret = "cs"',
+        "shopify": 'access_token = "shpat"',
+        "magento2": 'access_token = "tok"',
+        "prestashop": 'api_key = "key"',
+    }[name]
+    config.write_text(
+        f"""
+[agent]
+id = "a"
+state_dir = "state"
+[hub]
+url = "http://127.0.0.1:9"
+token = "t0ken-value"
+[health]
+listen = "127.0.0.1:0"
+[webhooks]
+listen = "127.0.0.1:0"
+[[stores]]
+id = "main"
+platform = "{name}"
+url = "https://shop.example.com"
+{keys}
+""",
+        encoding="utf-8",
+    )
+    result = run("--config", str(config), command)
+    assert result.returncode == 78
+    assert "no adapter installed" in result.stderr
+    assert "never awaited" not in result.stderr

@@ -188,3 +188,19 @@ async def test_run_watches_for_new_files(tmp_path: Path, catalog: Path, state: S
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_unreadable_file_is_set_aside_and_the_watcher_goes_on(
+    tmp_path: Path, catalog: Path, state: StateStore
+) -> None:
+    store = CountingStore(catalog)
+    write_product(catalog, make_product(1))
+    incoming = tmp_path / "spool" / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "0-unreadable.json").mkdir()  # reading it fails with an OSError, even as root
+    write_spool(tmp_path / "spool", spool_event("product.updated", "1"))
+    (tmp_path / "spool" / "rejected").mkdir()
+    await watcher(tmp_path, store, state).process_once()
+    why = tmp_path / "spool" / "rejected" / "0-unreadable.json.why"
+    assert "cannot read" in why.read_text()
+    assert [d.id for d in await state.due(10)] == ["1"]

@@ -165,6 +165,11 @@ class SpoolWatcher:
                 raw = await asyncio.to_thread(path.read_bytes)
             except FileNotFoundError:
                 continue  # consumed by a racing round or removed by the operator
+            except OSError as exc:
+                # Unreadable (permissions, I/O error): set it aside like a malformed file; one
+                # bad file must neither stop the watcher nor block the files after it.
+                await asyncio.to_thread(self._quarantine, path, f"cannot read: {exc.strerror}")
+                continue
             try:
                 files[path] = parse_spool(raw)
             except SpoolFileError as exc:
@@ -223,9 +228,13 @@ class SpoolWatcher:
             target = self.rejected / f"{path.stem}-{time.time_ns()}{path.suffix}"
         try:
             path.replace(target)
+            target.with_name(target.name + ".why").write_text(reason + "\n", encoding="utf-8")
         except FileNotFoundError:
             return
-        target.with_name(target.name + ".why").write_text(reason + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.health.fail("spool_unwritable", f"cannot set {path.name} aside: {exc.strerror}")
+            log.error("spool_quarantine_failed", file=path.name, reason=reason, error=str(exc))
+            return
         self._metrics.inc("bridge_spool_files_total", outcome="rejected")
         log.warning("spool_file_rejected", store=self.store_id, file=target.name, reason=reason)
 
