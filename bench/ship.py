@@ -16,13 +16,14 @@ What it measures, and why:
 How: the reference hub runs in a separate process (`python -m bridge_agent hub` on a free loopback
 port, its own SQLite file), so agent and hub do not share one event loop or one GIL, as in
 production. The agent side runs here: a real `StateStore`, a real `Shipper` with `HubClient` over
-`httpx.AsyncClient`, driven by `ship_once()` until the outbox is empty. The store's `due`/`settle`
-and the hub round trip are timed inside the run (a cheap built-in profile), and the CPU time of
-both processes is read, so a slow figure says where its time went.
+`httpx.AsyncClient`, driven by `ship_all()` (up to `--in-flight` batches at the hub at once) until
+the outbox is empty. The store's `due`/`settle` and the hub round trip are timed inside the run (a
+cheap built-in profile), and the CPU time of both processes is read, so a slow figure says where its
+time went.
 
 A benchmark prints, it never asserts timing. Run from the repository root:
 
-    uv run python bench/ship.py [--products N] [--batch-items K] [--seed S]
+    uv run python bench/ship.py [--products N] [--batch-items K] [--in-flight F] [--seed S]
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ async def drain(
     expected: int,
     batch_items: int,
 ) -> Phase:
-    """`ship_once()` until nothing is due (bounded), timing wall and CPU time of both sides."""
+    """`ship_all()` (pipelined) until nothing is due, timing wall and CPU time of both sides."""
     phase = Phase(name)
     bytes0 = metrics.value("bridge_hub_bytes_sent_total")
     batches0 = metrics.value("bridge_hub_batches_total", outcome="ok")
@@ -279,8 +280,8 @@ async def drain(
     cpu0 = time.process_time()
     started = time.perf_counter()
     max_rounds = 4 * math.ceil(expected / batch_items) + 20  # a stuck outbox cannot spin forever
-    for _ in range(max_rounds):
-        settled = await shipper.ship_once()
+    for _ in range(max_rounds):  # ship_all returns when nothing is due; loop only on leftovers
+        settled = await shipper.ship_all()
         if settled == 0:
             break
         phase.items += settled
@@ -389,7 +390,9 @@ class Report:
     load_after: tuple[float, float, float]
 
 
-async def run(products: int, batch_items: int, seed: int, workdir: Path) -> Report:
+async def run(
+    products: int, batch_items: int, seed: int, workdir: Path, *, in_flight: int = 2
+) -> Report:
     started = time.perf_counter()
     load_before = os.getloadavg()
     recordings: list[Recording] = []
@@ -406,7 +409,9 @@ async def run(products: int, batch_items: int, seed: int, workdir: Path) -> Repo
             store = opened
             metrics = Metrics()
             client = CapturingHubClient(http, TOKEN)
-            settings = ShipperSettings(agent_id=AGENT_ID, batch_max_items=batch_items)
+            settings = ShipperSettings(
+                agent_id=AGENT_ID, batch_max_items=batch_items, max_in_flight=in_flight
+            )
             shipper = Shipper(store, client, settings, metrics)
 
             say(f"recording {products} products (chunks of {RECORD_CHUNK}) ...")
@@ -585,11 +590,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--batch-items", type=int, default=500, help="batch_max_items (default %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=7, help="catalog seed (default %(default)s)")
+    parser.add_argument(
+        "--in-flight", type=int, default=2, help="max_in_flight batches (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.products < 1 or args.batch_items < 1:
         parser.error("--products and --batch-items must be at least 1")
     with tempfile.TemporaryDirectory(prefix="bridge-bench-ship-") as tmp:
-        report = asyncio.run(run(args.products, args.batch_items, args.seed, Path(tmp)))
+        report = asyncio.run(
+            run(args.products, args.batch_items, args.seed, Path(tmp), in_flight=args.in_flight)
+        )
     print_report(report)
     return 0
 

@@ -424,6 +424,7 @@ def _shipper_settings(cfg: Config) -> ShipperSettings:
         agent_id=cfg.agent.id,
         batch_max_items=cfg.hub.batch_max_items,
         batch_max_bytes=cfg.hub.batch_max_bytes,
+        max_in_flight=cfg.hub.max_in_flight,
         batch_linger=cfg.hub.batch_linger,
         backoff=Backoff(cfg.hub.backoff_base, cfg.hub.backoff_cap),
         auth_retry_interval=cfg.hub.auth_retry_interval,

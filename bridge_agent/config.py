@@ -225,6 +225,9 @@ class HubSettings:
     timeout: float = 30.0
     batch_max_items: int = 500
     batch_max_bytes: int = 1_048_576
+    max_in_flight: int = (
+        2  # batches at the hub at once: the agent builds one while the hub stores one
+    )
     batch_linger: float = 0.05
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
@@ -423,6 +426,7 @@ _HUB_KEYS = (
     "timeout",
     "batch_max_items",
     "batch_max_bytes",
+    "max_in_flight",
     "batch_linger",
     "backoff_base",
     "backoff_cap",
@@ -637,6 +641,9 @@ def _hub(table: _Table) -> HubSettings:
         timeout=table.duration("timeout", default["timeout"], positive=True),
         batch_max_items=table.integer("batch_max_items", default["batch_max_items"], minimum=1),
         batch_max_bytes=table.integer("batch_max_bytes", default["batch_max_bytes"], minimum=1),
+        max_in_flight=table.integer(
+            "max_in_flight", default["max_in_flight"], minimum=1, maximum=8
+        ),
         batch_linger=table.duration("batch_linger", default["batch_linger"]),
         backoff_base=table.duration("backoff_base", default["backoff_base"], positive=True),
         backoff_cap=table.duration("backoff_cap", default["backoff_cap"], positive=True),

@@ -62,6 +62,7 @@ class ShipperSettings:
     agent_id: str
     batch_max_items: int = 500
     batch_max_bytes: int = 1_048_576
+    max_in_flight: int = 2
     batch_linger: float = 0.05
     backoff: Backoff = field(default_factory=Backoff)
     auth_retry_interval: float = 300.0
@@ -141,6 +142,10 @@ class Shipper:
         self._clock = clock
         self._wake = asyncio.Event()
         self._wake.set()  # ship the backlog left by the last run at once
+        # Products in a batch at the hub right now: another lane must not send them too, or an
+        # older state could land after a newer one.
+        self._in_flight: set[tuple[str, str]] = set()
+        self._claim = asyncio.Lock()
         self.hub = HubLink()
         _declare_metrics(metrics)
 
@@ -171,7 +176,7 @@ class Shipper:
             await asyncio.sleep(self._settings.batch_linger)  # let a burst fill the batch
             while True:
                 try:
-                    shipped = await self.ship_once()
+                    await self.ship_all()
                 except HubAuthFailed:
                     await self._sleep_or_nudge(self._settings.auth_retry_interval)
                     continue
@@ -181,24 +186,44 @@ class Shipper:
                     )
                     await self._sleep_or_nudge(delay, wakeable=False)
                     continue
-                if shipped == 0:
-                    break
+                break
+
+    async def ship_all(self, *, abandon: asyncio.Event | None = None) -> int:
+        """Ship until nothing is due, with up to `max_in_flight` batches at the hub at once.
+
+        While the hub stores one batch, the next is read and encoded: the agent's and the hub's
+        work overlap instead of taking turns. Returns the rows that made progress; raises the
+        hub's failure (an auth failure first) once every lane has stopped.
+        """
+        lanes = max(1, self._settings.max_in_flight)
+        results = await asyncio.gather(
+            *(self._lane(abandon) for _ in range(lanes)), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for kind in (asyncio.CancelledError, HubAuthFailed, HubError, BaseException):
+            for failure in failures:
+                if isinstance(failure, kind):
+                    raise failure
+        return sum(r for r in results if isinstance(r, int))
+
+    async def _lane(self, abandon: asyncio.Event | None) -> int:
+        total = 0
+        while abandon is None or not abandon.is_set():
+            shipped = await self.ship_once()
+            if shipped == 0:
+                break
+            total += shipped
+        return total
 
     async def drain(self, *, abandon: asyncio.Event) -> int:
         """Ship until the outbox has nothing pending, the hub fails, or `abandon` is set.
 
         Used at shutdown under the caller's timeout: no retries, whatever is left stays on disk.
         """
-        total = 0
-        while not abandon.is_set():
-            try:
-                shipped = await self.ship_once()
-            except HubError:
-                break
-            if shipped == 0:
-                break
-            total += shipped
-        return total
+        try:
+            return await self.ship_all(abandon=abandon)
+        except HubError:
+            return 0
 
     async def ship_once(self) -> int:
         """One round: read due rows, send them (splitting if the hub asks), settle.
@@ -208,17 +233,23 @@ class Shipper:
         any item. Raises HubUnavailable or HubAuthFailed when the hub could not take the batch;
         nothing is settled then.
         """
-        due = await self._store.due(self._settings.batch_max_items)
-        if not due:
-            return 0
-        built, local = self._build(due)
-        if local:
-            await self._store.settle(local)
-        batch = _fit(built, self._settings.batch_max_bytes)
-        if not batch:
-            return len(local)
-        settlements = await self._send_splitting(batch)
-        await self._store.settle(settlements)
+        limit = self._settings.batch_max_items
+        async with self._claim:
+            due = await self._store.due(limit + len(self._in_flight))
+            due = [d for d in due if (d.store, d.id) not in self._in_flight][:limit]
+            built, local = self._build(due)
+            batch = _fit(built, self._settings.batch_max_bytes)
+            claimed = {(b.due.store, b.due.id) for b in batch}
+            self._in_flight |= claimed
+        try:
+            if local:
+                await self._store.settle(local)
+            if not batch:
+                return len(local)
+            settlements = await self._send_splitting(batch)
+            await self._store.settle(settlements)
+        finally:
+            self._in_flight -= claimed
         self._count(settlements)
         return len(local) + sum(s.outcome != "retry" for s in settlements)
 

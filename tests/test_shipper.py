@@ -300,3 +300,52 @@ async def test_an_item_the_hub_never_answers_is_set_aside_not_resent_forever(
     assert rounds == MAX_NO_RESULT_ATTEMPTS
     (row,) = await state.outbox_rows(state="rejected")
     assert "without a result" in (row.last_error or "")
+
+
+async def test_batches_in_flight_together_never_share_a_product(
+    hub: Hub, state: StateStore, make_shipper: Callable[..., ShipperKit]
+) -> None:
+    kit = make_shipper(hub, batch_max_items=5, max_in_flight=3)
+    in_flight: list[set[str]] = []
+    overlaps: list[set[str]] = []
+    peak = 0
+    original = hub.faults.middleware
+
+    @web.middleware
+    async def slow_watch(
+        request: web.Request, handler: Callable[..., object]
+    ) -> web.StreamResponse:
+        nonlocal peak
+        if request.path != "/v1/batches":
+            return await original(request, handler)  # type: ignore[arg-type]
+        ids = {i["id"] for i in msgpack.unpackb(await request.read())["items"]}
+        overlaps.extend(ids & other for other in in_flight if ids & other)
+        in_flight.append(ids)
+        peak = max(peak, len(in_flight))
+        try:
+            await asyncio.sleep(0.05)
+            return await original(request, handler)  # type: ignore[arg-type]
+        finally:
+            in_flight.remove(ids)
+
+    await hub.stop()
+    hub.faults.middleware = slow_watch  # type: ignore[method-assign]
+    await hub.start()
+    latest = {i: make_product(i) for i in range(1, 31)}
+    await state.record(changes(list(latest.values())))
+
+    async def keep_editing() -> None:
+        for revision in range(1, 4):
+            await asyncio.sleep(0.03)
+            for i in range(1, 31, 3):
+                latest[i] = make_product(i, revision=revision)
+                await state.record(changes([latest[i]]))
+
+    editor = asyncio.create_task(keep_editing())
+    while not editor.done() or (await state.stats()).pending:
+        await kit.shipper.ship_all()
+        await asyncio.sleep(0.01)
+    await editor
+    assert peak >= 2  # batches really were at the hub together
+    assert overlaps == []
+    await assert_hub_matches(hub, {str(i): p for i, p in latest.items()})

@@ -59,6 +59,18 @@ async def test_change_landing_in_flight_ships_next_time(state: StateStore) -> No
     assert again.hash != in_flight.hash
     # The ack still moved the base: the next patch is against what the hub really holds.
     assert again.acked_hash == in_flight.hash
+    assert again.acked_data == in_flight.data
+
+
+async def test_patch_base_survives_the_next_change(state: StateStore) -> None:
+    await state.record([change(make_product(4))])
+    (first,) = await state.due(10)
+    await state.settle([Settlement("main", "4", first.seq, "ok", first.hash, first.data)])
+    await state.record([change(make_product(4, revision=1))])
+    await state.record([change(make_product(4, revision=2))])
+    (due,) = await state.due(10)
+    assert (due.acked_hash, due.acked_data) == (first.hash, first.data)
+    assert due.data != first.data
 
 
 async def test_ack_for_the_sent_seq_retires_the_row(state: StateStore) -> None:

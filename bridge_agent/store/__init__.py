@@ -24,9 +24,9 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -129,6 +129,7 @@ class StateStore:
         self._conn = conn
         self.path = path
         self._executor = executor
+        self._seq_next: int | None = None  # the seq counter, during a write transaction
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class StateStore:
 
     def _record(self, changes: Sequence[Change]) -> int:
         prepared = [(c, _encode(c)) for c in changes]  # hashing outside the write lock
-        with _tx(self._conn) as db:
+        with self._write() as db:
             return sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
 
     def _record_one(
@@ -241,7 +242,11 @@ class StateStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (store, id) DO UPDATE SET data=excluded.data, hash=excluded.hash,"
             " deleted=excluded.deleted, updated_at=COALESCE(excluded.updated_at, updated_at),"
-            " recorded_at=excluded.recorded_at",
+            " recorded_at=excluded.recorded_at,"
+            # The hub held the current state (acked_data NULL means "same as data"): keep a copy
+            # of it as the patch base before `data` moves on. SET reads the row's old values.
+            " acked_data=CASE WHEN acked_data IS NULL AND acked_hash IS NOT NULL"
+            " AND acked_hash = hash THEN data ELSE acked_data END",
             (*change.key, data, hash_, int(change.product is None), updated_at, now_ms()),
         )
         self._dirty(db, change.store, change.product_id, change.source, change.observed_at)
@@ -261,21 +266,40 @@ class StateStore:
         )
         return seq
 
-    @staticmethod
-    def _take_seq(db: sqlite3.Connection) -> int:
-        """A new agent-wide seq, inside the caller's write transaction.
+    def _take_seq(self, db: sqlite3.Connection) -> int:
+        """A new agent-wide seq, inside the current write transaction.
 
-        Read from the database each time rather than cached: `bridge-agent outbox retry` writes
-        from another process while the agent runs, and two writers must never hand out one seq.
+        The counter lives in the database, not in this object: `bridge-agent outbox retry`
+        writes from another process while the agent runs, and two writers must never hand out
+        one seq. It is read once per transaction and written back just before COMMIT (see
+        `_write`); SQLite's write lock makes that read-modify-write atomic.
         """
-        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-        seq = 1 if row is None else int(row[0])
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES ('next_seq', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-            (str(seq + 1),),
-        )
+        if self._seq_next is None:
+            row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+            self._seq_next = 1 if row is None else int(row[0])
+        seq = self._seq_next
+        self._seq_next += 1
         return seq
+
+    def _flush_seq(self, db: sqlite3.Connection) -> None:
+        if self._seq_next is not None:
+            self._meta_set(db, "next_seq", str(self._seq_next))
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (autocommit connection)."""
+        db = self._conn
+        db.execute("BEGIN IMMEDIATE")
+        self._seq_next = None
+        try:
+            yield db
+            self._flush_seq(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            self._seq_next = None
 
     # -- shipping ------------------------------------------------------------------------------
 
@@ -292,9 +316,10 @@ class StateStore:
             (limit,),
         ).fetchall()
         return [
-            DueItem(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10])
+            DueItem(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8],
+                    r[6] if r[9] is None and r[8] is not None and r[8] == r[7] else r[9], r[10])
             for r in rows
-        ]
+        ]  # fmt: skip
 
     async def settle(self, settlements: Sequence[Settlement], *, error: str | None = None) -> None:
         """Record the hub's answers for one batch in one transaction.
@@ -306,14 +331,17 @@ class StateStore:
 
     def _settle(self, settlements: Sequence[Settlement], error: str | None) -> None:
         now = now_ms()
-        with _tx(self._conn) as db:
+        with self._write() as db:
             for s in settlements:
                 key = (s.store, s.id)
                 if s.outcome == "ok":
                     # The hub holds `hash` now, even if the row was re-dirtied meanwhile: the
                     # next patch must be computed against what the hub really has.
+                    # While the mirror still holds what was sent (the usual case), the base is
+                    # the current data: record only the hash (acked_data NULL, see schema.py).
                     db.execute(
-                        "UPDATE mirror SET acked_hash=?, acked_data=? WHERE store=? AND id=?",
+                        "UPDATE mirror SET acked_hash=?1, acked_data=CASE WHEN hash IS ?1"
+                        " THEN NULL ELSE ?2 END WHERE store=?3 AND id=?4",
                         (s.hash, s.data, *key),
                     )
                     db.execute("DELETE FROM outbox WHERE store=? AND id=? AND seq=?", (*key, s.seq))
@@ -378,7 +406,7 @@ class StateStore:
         return await self._run(self._retry_rejected, None if keys is None else list(keys))
 
     def _retry_rejected(self, keys: list[tuple[str, str]] | None) -> int:
-        with _tx(self._conn) as db:
+        with self._write() as db:
             found = db.execute("SELECT store, id FROM outbox WHERE state='rejected'").fetchall()
             chosen = [tuple(k) for k in found if keys is None or tuple(k) in set(keys)]
             for store, id_ in chosen:
@@ -423,7 +451,7 @@ class StateStore:
 
     async def set_cursor(self, store: str, stream: str, value: str) -> None:
         def write() -> None:
-            with _tx(self._conn) as db:
+            with self._write() as db:
                 db.execute(
                     "INSERT INTO cursors (store, stream, value, updated_at) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (store, stream) DO UPDATE SET value=excluded.value,"
@@ -440,7 +468,7 @@ class StateStore:
     ) -> int:
         def write() -> int:
             now = now_ms()
-            with _tx(self._conn) as db:
+            with self._write() as db:
                 cur = db.execute(
                     "INSERT INTO runs (kind, store, state, config, total, started_at, updated_at)"
                     " VALUES (?, ?, 'running', ?, ?, ?, ?)",
@@ -483,7 +511,7 @@ class StateStore:
 
         def write() -> int:
             prepared = [(c, _encode(c)) for c in changes]
-            with _tx(self._conn) as db:
+            with self._write() as db:
                 queued = sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
                 db.execute(
                     "UPDATE runs SET checkpoint=?, done=?, total=COALESCE(?, total),"
@@ -499,7 +527,7 @@ class StateStore:
     ) -> None:
         def write() -> None:
             now = now_ms()
-            with _tx(self._conn) as db:
+            with self._write() as db:
                 db.execute(
                     "UPDATE runs SET state=?, error=?, updated_at=?, finished_at=? WHERE id=?",
                     (state, error, now, now, run_id),
@@ -519,7 +547,7 @@ class StateStore:
         status: int | None = None,
     ) -> None:
         def write() -> None:
-            with _tx(self._conn) as db:
+            with self._write() as db:
                 db.execute(
                     "INSERT INTO events (at, level, store, product, status, message)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -598,23 +626,6 @@ def _older(new: str | None, old: str | None) -> bool:
         return datetime.fromisoformat(new) < datetime.fromisoformat(old)
     except (ValueError, TypeError):
         return False  # an unparseable time is no reason to drop a change
-
-
-class _tx:  # noqa: N801 - used like a function: `with _tx(conn) as db`
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception (the connection is in autocommit)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._conn.execute("BEGIN IMMEDIATE")
-        return self._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._conn.execute("COMMIT")
-        else:
-            self._conn.execute("ROLLBACK")
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

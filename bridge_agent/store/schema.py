@@ -9,6 +9,10 @@ Tables:
 - `meta`: small key/value facts (next outbox sequence number, last shipment).
 - `mirror`: the current canonical state of every product we have seen (`data` msgpack, `hash`), and
   what the hub acknowledged last (`acked_hash`, `acked_data`): the base of the next `patch`.
+  `acked_data` is NULL while the hub holds exactly the current state (`acked_hash = hash`): an ack
+  then writes one short column instead of a second copy of the product, and the copy is made only
+  when the product changes again. A rowid table, not WITHOUT ROWID: product rows are around a
+  kilobyte, and WITHOUT ROWID rows that large spill into overflow pages rewritten on every update.
 - `outbox`: one row per product with something to ship (coalescing by key). `seq` is the row's
   version: a fresh, agent-wide unique number on every re-dirtying, used as the protocol `seq` and
   checked on ack so that a change landing while its row is in flight is shipped next time.
@@ -40,7 +44,7 @@ MIGRATIONS: tuple[str, ...] = (
         acked_hash  TEXT,
         acked_data  BLOB,
         PRIMARY KEY (store, id)
-    ) WITHOUT ROWID;
+    );
 
     CREATE TABLE outbox (
         store       TEXT NOT NULL,

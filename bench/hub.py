@@ -1,0 +1,316 @@
+"""Reference hub benchmark: CPU per item of upsert and patch batches, with no agent work at all.
+
+What it measures, and why: the target of 20 000 deltas/s from the outbox to the local hub on a
+2-core machine leaves the hub at most one core, so the hub alone must apply well over 20 000 items
+per second (at most 40 µs of CPU per item, 25 000 items/s). Everything the agent does is taken out:
+the batches are built before the clock starts (`wire.encode_batch` of demo products, 500 items per
+batch by default), then applied back to back.
+
+Two ways, each for upserts (an import: every product new to the hub) and then patches (a bulk
+reprice: every product gets a new `price`, a one-field `set` against the hash the hub holds):
+
+- **direct**: in this process, `HubDB.apply_batch` on a fresh database file, after decoding each
+  body as the HTTP route does (`app._decode_batch`). Decode and apply are timed apart; the CPU
+  time is `time.process_time()` (event loop and database thread together).
+- **http**: the hub in its own process (`python -m bridge_agent hub` on a free loopback port, as
+  `bench/ship.py` starts it), the pre-built bodies posted one after the other over one keep-alive
+  connection with `http.client` (the cheapest client there is, so the hub's CPU dominates). Hub
+  CPU is `utime + stime` from `/proc/<pid>/stat`; items/s is over wall time, client included.
+  Each round uses its own store and agent id, so every upsert is a real insert.
+
+A benchmark prints, it never asserts timing. Run from the repository root:
+
+    uv run python bench/hub.py [--products 20000] [--batch-items 500] [--rounds 3]
+                               [--mode both|direct|http] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import http.client
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge_agent import wire
+from bridge_agent.hub.app import _decode_batch
+from bridge_agent.hub.db import HubDB
+from bridge_agent.sync.hashing import content_hash
+from bridge_agent.sync.patch import diff
+from bridge_agent.testing.catalog import make_product
+
+TOKEN = "bench-hub-token-0c41d7e2"  # loopback only, a throwaway hub
+HEALTH_TIMEOUT = 30.0
+MAX_PRODUCTS = 200_000  # keeps memory and run time bounded
+MAX_ROUNDS = 20
+TARGET_US = 40.0  # hub CPU per item: 25 000 items/s alone
+
+
+# -- the workload --------------------------------------------------------------------------------
+
+
+def reprice(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with only its price one unit higher (money stays exact decimal text)."""
+    units, _, fraction = data["price"].partition(".")
+    cents = int(units) * 100 + int(fraction.ljust(2, "0")[:2]) + 100
+    return {**data, "price": f"{cents // 100}.{cents % 100:02d}"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    upserts: list[bytes]  # encoded batches
+    patches: list[bytes]
+    items: int
+
+
+def build(products: int, batch_items: int, seed: int, store: str, agent: str) -> Workload:
+    """Upsert batches of every product, then patch batches repricing every one."""
+    upserts: list[wire.Item] = []
+    patches: list[wire.Item] = []
+    for i in range(products):
+        v1 = make_product(i, seed=seed).to_dict()
+        v2 = reprice(v1)
+        h1, h2 = content_hash(v1), content_hash(v2)
+        common = {"store": store, "id": v1["id"], "observed_at": 1}
+        upserts.append(
+            wire.Item(seq=i + 1, op="upsert", hash=h1, data=v1, source="import", **common)
+        )
+        patches.append(
+            wire.Item(
+                seq=products + i + 1,
+                op="patch",
+                hash=h2,
+                base=h1,
+                data=diff(v1, v2),
+                source="webhook",
+                **common,
+            )
+        )
+
+    def batches(items: list[wire.Item], tag: str) -> list[bytes]:
+        return [
+            wire.encode_batch(agent, f"{tag}{n}", 1, items[n : n + batch_items])
+            for n in range(0, len(items), batch_items)
+        ]
+
+    return Workload(batches(upserts, "u"), batches(patches, "p"), products)
+
+
+# -- measurements --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Sample:
+    items: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    decode_cpu_s: float = 0.0  # direct only
+    not_ok: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.items * 1e6 if self.items else 0.0
+
+    @property
+    def decode_us(self) -> float:
+        return self.decode_cpu_s / self.items * 1e6 if self.items else 0.0
+
+
+async def direct_phase(db: HubDB, bodies: Sequence[bytes]) -> Sample:
+    sample = Sample()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for body in bodies:
+        d0 = time.process_time()
+        batch = _decode_batch(body)
+        sample.decode_cpu_s += time.process_time() - d0
+        results = await db.apply_batch(batch)
+        sample.items += len(results)
+        sample.not_ok += sum(r.status != "ok" for r in results)
+    sample.wall_s = time.perf_counter() - wall0
+    sample.cpu_s = time.process_time() - cpu0
+    return sample
+
+
+async def direct_round(work: Workload, workdir: Path, n: int) -> tuple[Sample, Sample]:
+    db = await HubDB.open(workdir / f"direct-{n}.sqlite")
+    try:
+        return await direct_phase(db, work.upserts), await direct_phase(db, work.patches)
+    finally:
+        await db.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_phase(conn: http.client.HTTPConnection, pid: int, bodies: Sequence[bytes]) -> Sample:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": wire.CONTENT_TYPE}
+    sample = Sample()
+    wall0, cpu0 = time.perf_counter(), cpu_seconds(pid)
+    for body in bodies:
+        conn.request("POST", "/v1/batches", body=body, headers=headers)
+        resp = conn.getresponse()
+        answer = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"hub answered {resp.status}: {answer[:500]!r}")
+        results = wire.decode_results(answer)
+        sample.items += len(results)
+        sample.not_ok += sum(r.status != "ok" for r in results)
+    sample.wall_s = time.perf_counter() - wall0
+    sample.cpu_s = cpu_seconds(pid) - cpu0
+    return sample
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def hub_process(workdir: Path) -> Iterator[tuple[int, int]]:
+    """`bridge-agent hub` on a free loopback port: (port, pid); terminated (then killed) on exit."""
+    token_file = workdir / "hub-token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    token_file.chmod(0o600)
+    port = free_port()
+    log_path = workdir / "hub.log"
+    command = [
+        sys.executable, "-m", "bridge_agent", "hub",
+        "--listen", f"127.0.0.1:{port}",
+        "--db", str(workdir / "hub.sqlite"),
+        "--token-file", str(token_file),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_healthy(proc, port, log_path)
+            yield port, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"hub exited with {proc.returncode} before it was ready:\n{tail}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        with contextlib.suppress(OSError):
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        conn.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"hub not healthy on port {port} after {HEALTH_TIMEOUT:.0f} s")
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def line(name: str, sample: Sample, *, direct: bool) -> str:
+    decode = f", decode {sample.decode_us:5.1f} µs" if direct else ""
+    flag = "" if sample.not_ok == 0 else f"  ({sample.not_ok} items not ok!)"
+    return f"  {name:<8} {sample.rate:8.0f} items/s  CPU {sample.cpu_us:6.1f} µs/item{decode}{flag}"
+
+
+def summary(name: str, samples: Sequence[Sample]) -> str:
+    cpu = [s.cpu_us for s in samples]
+    rate = [s.rate for s in samples]
+    verdict = "met" if statistics.median(cpu) <= TARGET_US else "NOT met"
+    return (
+        f"  {name:<8} median {statistics.median(rate):8.0f} items/s, CPU"
+        f" {statistics.median(cpu):5.1f} µs/item (min {min(cpu):.1f}, max {max(cpu):.1f});"
+        f" target {TARGET_US:.0f} µs {verdict}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--products", type=int, default=20_000, help="default %(default)s")
+    parser.add_argument("--batch-items", type=int, default=500, help="default %(default)s")
+    parser.add_argument("--rounds", type=int, default=3, help="default %(default)s")
+    parser.add_argument("--mode", choices=("both", "direct", "http"), default="both")
+    parser.add_argument("--seed", type=int, default=7, help="catalog seed (default %(default)s)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.products <= MAX_PRODUCTS or args.batch_items < 1:
+        parser.error(f"--products must be 1..{MAX_PRODUCTS}, --batch-items at least 1")
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds must be 1..{MAX_ROUNDS}")
+
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs,"
+        f" load {'/'.join(f'{x:.2f}' for x in os.getloadavg())};"
+        f" {args.products} products, batches of {args.batch_items}, {args.rounds} rounds"
+    )
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-hub-") as tmp:
+        workdir = Path(tmp)
+        if args.mode in ("both", "direct"):
+            work = build(args.products, args.batch_items, args.seed, "main", "bench-direct")
+            body_bytes = sum(map(len, work.upserts)), sum(map(len, work.patches))
+            print(
+                f"direct (HubDB.apply_batch; body bytes/item: upsert"
+                f" {body_bytes[0] / work.items:.0f}, patch {body_bytes[1] / work.items:.0f})"
+            )
+            ups: list[Sample] = []
+            pats: list[Sample] = []
+            for n in range(args.rounds):
+                up, pat = asyncio.run(direct_round(work, workdir, n))
+                ups.append(up)
+                pats.append(pat)
+                print(line("upsert", up, direct=True))
+                print(line("patch", pat, direct=True))
+            print(summary("upsert", ups))
+            print(summary("patch", pats))
+        if args.mode in ("both", "http"):
+            print("http (hub in its own process, hub CPU from /proc)")
+            ups, pats = [], []
+            with hub_process(workdir) as (port, pid):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    for n in range(args.rounds):
+                        work = build(
+                            args.products, args.batch_items, args.seed, f"r{n}", f"bench-{n}"
+                        )
+                        up = http_phase(conn, pid, work.upserts)
+                        pat = http_phase(conn, pid, work.patches)
+                        ups.append(up)
+                        pats.append(pat)
+                        print(line("upsert", up, direct=False))
+                        print(line("patch", pat, direct=False))
+                finally:
+                    conn.close()
+            print(summary("upsert", ups))
+            print(summary("patch", pats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
