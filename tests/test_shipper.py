@@ -10,6 +10,7 @@ from dataclasses import replace
 import msgpack
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from bridge_agent import wire
 from bridge_agent.errors import HubAuthFailed, HubUnavailable
@@ -349,3 +350,21 @@ async def test_batches_in_flight_together_never_share_a_product(
     assert peak >= 2  # batches really were at the hub together
     assert overlaps == []
     await assert_hub_matches(hub, {str(i): p for i, p in latest.items()})
+
+
+async def test_hub_failure_is_logged_when_it_starts_and_when_it_ends(
+    hub: Hub, state: StateStore, make_shipper: Callable[..., ShipperKit]
+) -> None:
+    kit = make_shipper(hub)
+    await state.record(changes([make_product(1)]))
+    hub.faults.push(*[status(503)] * 3)
+    with capture_logs() as logs:
+        for _ in range(3):
+            with pytest.raises(HubUnavailable):
+                await kit.shipper.ship_once()
+        await ship_all(kit, state)
+    events = [e["event"] for e in logs if e["event"].startswith("component_")]
+    assert events == ["component_failing", "component_recovered"]
+    failing = next(e for e in logs if e["event"] == "component_failing")
+    assert failing["component"] == "hub"
+    assert "503" in failing["detail"]
