@@ -281,17 +281,17 @@ class Shipper:
         try:
             results = await self._hub.send(body)
         except HubAuthFailed as exc:
-            self._failed("auth_failed", exc)
+            await self._failed("auth_failed", exc)
             raise
         except HubUnavailable as exc:
-            self._failed("unreachable", exc)
+            await self._failed("unreachable", exc)
             raise
         finally:
             self._metrics.inc("bridge_hub_request_duration_seconds_total", self._clock() - started)
             self._metrics.inc("bridge_hub_requests_total")
         self._metrics.inc("bridge_hub_bytes_sent_total", len(body))
         self._metrics.inc("bridge_hub_batches_total", outcome="ok")
-        self._succeeded()
+        await self._succeeded()
         return results
 
     def _build(self, due: Sequence[DueItem]) -> tuple[list[_Built], list[Settlement]]:
@@ -358,12 +358,21 @@ class Shipper:
         if any(s.outcome == "ok" for s in settlements):
             self.hub.last_shipment_at = time.time()
 
-    def _failed(self, state: str, exc: HubError) -> None:
+    async def _failed(self, state: str, exc: HubAuthFailed | HubUnavailable) -> None:
         self.hub.failures += 1
-        self.hub.health.fail(state, str(exc))
+        health = self.hub.health
+        changed = not health.failing or health.state != state
+        health.fail(state, str(exc))
+        if changed:  # the event log gets transitions, like the logs: not every retry
+            await self._store.log_event(str(exc), level="error", status=exc.status)
 
-    def _succeeded(self) -> None:
-        self.hub.health.ok()
+    async def _succeeded(self) -> None:
+        health = self.hub.health
+        if health.failing:
+            await self._store.log_event(
+                f"hub reachable again after {self.hub.failures} failed request(s)"
+            )
+        health.ok()
         self.hub.failures, self.hub.retry_at = 0, None
 
     async def _sleep_or_nudge(self, delay: float, *, wakeable: bool = True) -> None:

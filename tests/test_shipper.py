@@ -368,3 +368,7 @@ async def test_hub_failure_is_logged_when_it_starts_and_when_it_ends(
     failing = next(e for e in logs if e["event"] == "component_failing")
     assert failing["component"] == "hub"
     assert "503" in failing["detail"]
+    messages = [(e.status, e.message) for e in reversed(await state.events())]
+    assert len(messages) == 2  # one event when the outage starts, one when it ends
+    assert messages[0][0] == 503
+    assert "reachable again after 3" in messages[1][1]

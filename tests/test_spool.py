@@ -124,6 +124,9 @@ async def test_bad_file_is_quarantined_and_does_not_block(
     rejected = tmp_path / "spool" / "rejected"
     assert (rejected / "0-bad.json").exists()
     assert "unknown event 'nope'" in (rejected / "0-bad.json.why").read_text()
+    (event,) = await state.events()
+    assert "0-bad.json set aside" in event.message
+    assert event.store == "main"
     assert [d.id for d in await state.due(10)] == ["1"]
     assert [p.name for p in incoming.iterdir()] == [".partial.json.tmp"]
 

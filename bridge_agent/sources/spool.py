@@ -168,12 +168,12 @@ class SpoolWatcher:
             except OSError as exc:
                 # Unreadable (permissions, I/O error): set it aside like a malformed file; one
                 # bad file must neither stop the watcher nor block the files after it.
-                await asyncio.to_thread(self._quarantine, path, f"cannot read: {exc.strerror}")
+                await self._reject(path, f"cannot read: {exc.strerror}")
                 continue
             try:
                 files[path] = parse_spool(raw)
             except SpoolFileError as exc:
-                await asyncio.to_thread(self._quarantine, path, str(exc))
+                await self._reject(path, str(exc))
         wanted = {e.id for events in files.values() for e in events}
         fetched = await self._fetch_all(sorted(wanted))
         changes = [c for c in fetched.values() if c is not None]
@@ -221,6 +221,14 @@ class SpoolWatcher:
             return []
         entries.sort(key=lambda e: (_mtime(e), e.name))
         return [Path(e.path) for e in entries]
+
+    async def _reject(self, path: Path, reason: str) -> None:
+        await asyncio.to_thread(self._quarantine, path, reason)
+        await self._state.log_event(
+            f"spool file {path.name} set aside in rejected/: {reason}",
+            level="warning",
+            store=self.store_id,
+        )
 
     def _quarantine(self, path: Path, reason: str) -> None:
         target = self.rejected / path.name
