@@ -12,7 +12,8 @@ BridgeError
 └── PlatformError        talking to a store (adapters raise the subclasses)
     ├── PlatformAuthFailed
     ├── PlatformUnavailable
-    └── ProductNotFound
+    ├── ProductNotFound
+    └── BadWebhook       signature or body invalid: answer 401/400, record nothing
 ```
 
 Messages say what happened and what to do; they never contain a secret (see `config.Secret`).
@@ -97,3 +98,14 @@ class PlatformUnavailable(PlatformError):
 
 class ProductNotFound(PlatformError):
     """The store says the product does not exist (deleted)."""
+
+
+class BadWebhook(PlatformError):
+    """A webhook whose signature does not verify or whose body cannot be used.
+
+    `status` is what to answer: 401 for a bad or missing signature, 400 for a bad body.
+    """
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status

@@ -12,9 +12,10 @@ we ship, because hooks and webhooks are unordered, partial and sometimes wrong.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import httpx
 
@@ -31,6 +32,19 @@ class CatalogPage:
     products: Sequence[Product]
     next_token: str | None
     total: int | None = None  # products in the whole catalog, when the platform says
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One verified webhook delivery: a ping, or a hint that products changed.
+
+    Like a spool file it is a hint: the agent re-fetches each product before recording it.
+    """
+
+    kind: Literal["ping", "product"]
+    topic: str | None = None  # the platform's topic, e.g. "product.updated"
+    product_ids: tuple[str, ...] = ()
+    delivery_id: str | None = None  # the platform's id for this delivery, for logs and replays
 
 
 class Platform(Protocol):
@@ -53,4 +67,20 @@ class Platform(Protocol):
 
     def catalog(self, resume: str | None = None) -> AsyncIterator[CatalogPage]:
         """The whole catalog, page by page, starting after the `resume` token."""
+        ...
+
+    def modified_since(self, since: datetime) -> AsyncIterator[Sequence[Product]]:
+        """Products modified at or after `since` (UTC, inclusive), page by page.
+
+        Inclusive on purpose: the poller's cursor is the boundary of the last window, and a
+        product modified on that very second must be seen again rather than never.
+        """
+        ...
+
+    def product_ids(self) -> AsyncIterator[Sequence[str]]:
+        """Every product id the store has now (reconciliation finds deletions with it)."""
+        ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        """Check the signature on the raw body and parse it. Raises BadWebhook. Pure."""
         ...
