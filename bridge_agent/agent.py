@@ -47,7 +47,12 @@ from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
 from bridge_agent.server import AgentView, StoreView, make_app, serve
 from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
+from bridge_agent.sources.hints import HintWorker
+from bridge_agent.sources.importer import Importer
+from bridge_agent.sources.poller import Poller
+from bridge_agent.sources.reconcile import Reconciler
 from bridge_agent.sources.spool import SpoolWatcher
+from bridge_agent.sources.webhooks import WebhookRoute, make_webhook_app
 from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 from bridge_agent.systemd import Notifier
@@ -113,6 +118,9 @@ class Agent:
         self._stores: dict[str, _StoreTasks] = {}
         self._views: dict[str, StoreView] = {}
         self._http_clients: list[httpx.AsyncClient] = []
+        self._webhook_routes: dict[str, WebhookRoute] = {}
+        self._importers: dict[str, Importer] = {}
+        self.webhook_port: int | None = None
         self.metrics.counter("bridge_config_reloads_total", "Configuration reloads, by outcome.")
 
     # -- control (signal-safe) -----------------------------------------------------------------
@@ -173,6 +181,8 @@ class Agent:
                     "server:health", serve(app, listen.host, listen.port, bound=on_bound)
                 )
                 work = [self._spawn("shipper", shipper.run())]
+                if any(s.active and "webhook_secret" in s.secrets for s in cfg.stores):
+                    work.append(self._spawn("server:webhooks", self._serve_webhooks(state)))
                 for store in cfg.stores:
                     self._start_store(store, built.get(store.id))
                 await bound.wait()
@@ -224,20 +234,67 @@ class Agent:
     # -- stores --------------------------------------------------------------------------------
 
     def _start_store(self, store: StoreSettings, platform: Platform | None) -> None:
+        """Start one store's root tasks: check, import, spool, webhook hints, poll, reconcile."""
         health = Health(f"store:{store.id}")
         self._views[store.id] = StoreView(store.id, store.platform, store.active, health)
         entry = _StoreTasks(store)
         self._stores[store.id] = entry
         if platform is None:
             return
-        entry.tasks.append(self._spawn(f"check:{store.id}", _check_store(platform, health)))
+        assert self.shipper is not None
+        common: dict[str, Any] = {
+            "platform": platform,
+            "state": self._state,
+            "on_recorded": self.shipper.nudge,
+            "metrics": self.metrics,
+            "health": health,
+        }
+        importer = Importer(
+            store=store,
+            build_platform=lambda s: _build_platform(s, self._store_http),
+            **{k: v for k, v in common.items() if k != "platform"},
+        )
+        hints = HintWorker(
+            store_id=store.id, deletions=store.deletions, concurrency=store.concurrency, **common
+        )
+        tasks = {
+            "check": _check_store(platform, health),
+            "import": importer.run(),
+            "hints": hints.run(),
+            "poll": Poller(store_id=store.id, interval=store.poll_interval, **common).run(),
+            "reconcile": Reconciler(
+                store_id=store.id,
+                interval=store.reconcile_interval,
+                deletions=store.deletions,
+                concurrency=store.concurrency,
+                **common,
+            ).run(),
+        }
         if store.spool_dir is not None:
-            watcher = self._spool(store, platform, health)
-            entry.tasks.append(self._spawn(f"spool:{store.id}", watcher.run()))
+            tasks["spool"] = self._spool(store, platform, health).run()
+        entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
+        self._webhook_routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
+        self._importers[store.id] = importer
+
+    async def _serve_webhooks(self, state: StateStore) -> None:
+        listen = self.config.webhooks.listen
+        app = make_webhook_app(
+            self._webhook_routes,
+            state,
+            self.metrics,
+            max_body_bytes=self.config.webhooks.max_body_bytes,
+        )
+
+        def bound(port: int) -> None:
+            self.webhook_port = port
+
+        await serve(app, listen.host, listen.port, bound=bound)
 
     async def _stop_store(self, store_id: str) -> None:
         entry = self._stores.pop(store_id)
         self._views.pop(store_id, None)
+        self._webhook_routes.pop(store_id, None)
+        self._importers.pop(store_id, None)
         for task in entry.tasks:
             task.cancel()
         await asyncio.gather(*entry.tasks, return_exceptions=True)

@@ -27,6 +27,7 @@ from bridge_agent.config import Config, Listen, default_config_path, load_config
 from bridge_agent.errors import BridgeError, ConfigError, StateStoreError
 from bridge_agent.health import Health
 from bridge_agent.server import StoreView, status_document
+from bridge_agent.sources.importer import freeze
 from bridge_agent.store import StateStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -105,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     hub.add_argument("--token-file", type=Path, default=None)
     hub.set_defaults(handler=cmd_hub)
+
+    sync = sub.add_parser("sync", help="start a full refresh run (the running agent picks it up)")
+    sync.add_argument("--store", action="append", help="store id (default: every active store)")
+    sync.set_defaults(handler=cmd_sync)
 
     demo = sub.add_parser("demo", help="run a self-contained demo on loopback and exit")
     demo.add_argument("--products", type=int, default=200)
@@ -357,6 +362,29 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     count = asyncio.run(retry())
     # A running agent's shipper looks at the outbox every few seconds even when idle.
     print(f"{count} rejected row(s) queued again as full products")
+    return EXIT_OK
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    config = _config(args)
+    chosen = [s for s in config.stores if s.active and (not args.store or s.id in args.store)]
+    unknown = set(args.store or ()) - {s.id for s in config.stores}
+    if unknown or not chosen:
+        what = ", ".join(sorted(unknown)) or "no active store"
+        print(f"bridge-agent sync: {what} (configured: "
+              f"{', '.join(s.id for s in config.stores)})", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+
+    async def start() -> list[tuple[str, int]]:
+        async with StateStore.open(config.agent.state_dir) as state:
+            return [(s.id, await state.start_run("refresh", s.id, freeze(s))) for s in chosen]
+
+    for store_id, run_id in asyncio.run(start()):
+        print(f"refresh run {run_id} queued for store {store_id!r}: the running agent starts it"
+              " within seconds (bridge-agent status shows its progress)")  # fmt: skip
     return EXIT_OK
 
 

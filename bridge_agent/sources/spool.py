@@ -23,7 +23,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,12 @@ import structlog
 import watchfiles
 
 from bridge_agent.aio import wait_event
-from bridge_agent.errors import PlatformError, ProductNotFound
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
-from bridge_agent.model import Change, Product
 from bridge_agent.platforms import Platform
-from bridge_agent.store import StateStore, now_ms
+from bridge_agent.sources import declare_metrics
+from bridge_agent.sources.refetch import Refetcher
+from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.spool")
@@ -112,14 +112,13 @@ class SpoolWatcher:
         self._on_recorded = on_recorded
         self._metrics = metrics
         self.health = health
-        self._deletions = deletions
-        self._fetch_slots = asyncio.Semaphore(concurrency)
+        self._refetch = Refetcher(store_id, platform, health, "spool", deletions, concurrency)
         self._max_files = max_files
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._failures = 0
         self._wake = asyncio.Event()
         metrics.counter("bridge_spool_files_total", "Spool files consumed, by outcome.")
-        metrics.counter("bridge_changes_recorded_total", "Product changes queued for the hub.")
+        declare_metrics(metrics)
 
     async def run(self) -> None:
         """Process the backlog, then every new file, until cancelled."""
@@ -175,7 +174,7 @@ class SpoolWatcher:
             except SpoolFileError as exc:
                 await self._reject(path, str(exc))
         wanted = {e.id for events in files.values() for e in events}
-        fetched = await self._fetch_all(sorted(wanted))
+        fetched = await self._refetch.fetch(sorted(wanted))
         changes = [c for c in fetched.values() if c is not None]
         ok_ids = set(fetched)
         done = [p for p, events in files.items() if all(e.id in ok_ids for e in events)]
@@ -195,24 +194,6 @@ class SpoolWatcher:
             if self.health.failing:
                 self.health.ok("watching", str(self.incoming))
         return len(done) + (len(batch) - len(files)), len(names) - len(done)
-
-    async def _fetch_all(self, ids: Sequence[str]) -> dict[str, Change | None]:
-        """Re-fetch each product; ids whose fetch failed are absent from the result."""
-        results = await asyncio.gather(*(self._fetch(i) for i in ids))
-        return {i: c for i, (ok, c) in zip(ids, results, strict=True) if ok}
-
-    async def _fetch(self, product_id: str) -> tuple[bool, Change | None]:
-        async with self._fetch_slots:
-            try:
-                product: Product | None = await self._platform.fetch_product(product_id)
-            except ProductNotFound:
-                product = None
-            except PlatformError as exc:
-                self.health.fail("store_unavailable", str(exc))
-                return False, None
-        if product is None and not self._deletions:
-            return True, None  # the operator keeps deleted products at the hub
-        return True, Change(self.store_id, product_id, product, "spool", now_ms())
 
     def _list(self) -> list[Path]:
         try:

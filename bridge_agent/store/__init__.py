@@ -78,6 +78,17 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class Hint:
+    """A committed hint that a product changed (from a webhook), waiting for its re-fetch."""
+
+    store: str
+    id: str
+    source: str
+    received_at: int  # microseconds; identifies this hint (a newer one replaces it)
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     store: str
     id: str
@@ -120,6 +131,7 @@ class Run:
     updated_at: int
     finished_at: int | None
     error: str | None
+    report: dict[str, Any] | None = None
 
 
 class StateStore:
@@ -206,18 +218,73 @@ class StateStore:
 
     # -- recording changes (the ChangeSink) ----------------------------------------------------
 
-    async def record(self, changes: Sequence[Change]) -> int:
+    async def record(self, changes: Sequence[Change], *, done_hints: Sequence[Hint] = ()) -> int:
         """Commit changes to the mirror and the outbox in one transaction; returns rows queued.
 
         A product whose content hash equals the mirror's is not queued (nothing changed). An
         observation older than the mirror's (by platform `updated_at`) is ignored: latest wins.
+        `done_hints` are deleted in the same transaction (unless a newer hint replaced them).
         """
-        return await self._run(self._record, changes)
+        return await self._run(self._record, changes, done_hints)
 
-    def _record(self, changes: Sequence[Change]) -> int:
+    def _record(self, changes: Sequence[Change], done_hints: Sequence[Hint] = ()) -> int:
         prepared = [(c, _encode(c)) for c in changes]  # hashing outside the write lock
         with self._write() as db:
-            return sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
+            queued = sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
+            db.executemany(
+                "DELETE FROM hints WHERE store=? AND id=? AND received_at=?",
+                [(h.store, h.id, h.received_at) for h in done_hints],
+            )
+            return queued
+
+    # -- hints (webhooks) ----------------------------------------------------------------------
+
+    async def add_hints(self, store: str, ids: Sequence[str], source: str) -> int:
+        """Commit hints that these products changed; the webhook may be answered after this."""
+
+        def write() -> int:
+            now = time.time_ns() // 1000  # microseconds: a new hint must differ from the last
+            with self._write() as db:
+                db.executemany(
+                    "INSERT INTO hints (store, id, source, received_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (store, id) DO UPDATE SET received_at=excluded.received_at,"
+                    " source=excluded.source, next_at=0",
+                    [(store, i, source, now + n) for n, i in enumerate(ids)],
+                )
+            return len(ids)
+
+        return await self._run(write)
+
+    async def due_hints(self, store: str, *, limit: int = 100) -> list[Hint]:
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT store, id, source, received_at, attempts FROM hints"
+                " WHERE store=? AND next_at<=? ORDER BY received_at LIMIT ?",
+                (store, now_ms(), limit),
+            ).fetchall()
+        )
+        return [Hint(*r) for r in rows]
+
+    async def defer_hints(self, hints: Sequence[Hint], *, error: str, delay: float) -> None:
+        """Leave hints whose re-fetch failed for a later try."""
+
+        def write() -> None:
+            until = now_ms() + int(delay * 1000)
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE hints SET attempts=attempts+1, last_error=?, next_at=?"
+                    " WHERE store=? AND id=? AND received_at=?",
+                    [(error, until, h.store, h.id, h.received_at) for h in hints],
+                )
+
+        await self._run(write)
+
+    async def hint_count(self, store: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM hints", tuple[str, ...]()
+        if store is not None:
+            sql, args = sql + " WHERE store=?", (store,)
+        row = await self._run(lambda: self._conn.execute(sql, args).fetchone())
+        return int(row[0])
 
     def _record_one(
         self, db: sqlite3.Connection, change: Change, data: bytes | None, hash_: str | None
@@ -238,16 +305,25 @@ class StateStore:
         elif change.product is None:
             return 0  # never seen, never shipped: there is nothing to delete at the hub
         db.execute(
-            "INSERT INTO mirror (store, id, data, hash, deleted, updated_at, recorded_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO mirror (store, id, data, hash, deleted, updated_at, sku, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (store, id) DO UPDATE SET data=excluded.data, hash=excluded.hash,"
             " deleted=excluded.deleted, updated_at=COALESCE(excluded.updated_at, updated_at),"
+            " sku=excluded.sku,"
             " recorded_at=excluded.recorded_at,"
             # The hub held the current state (acked_data NULL means "same as data"): keep a copy
             # of it as the patch base before `data` moves on. SET reads the row's old values.
             " acked_data=CASE WHEN acked_data IS NULL AND acked_hash IS NOT NULL"
             " AND acked_hash = hash THEN data ELSE acked_data END",
-            (*change.key, data, hash_, int(change.product is None), updated_at, now_ms()),
+            (
+                *change.key,
+                data,
+                hash_,
+                int(change.product is None),
+                updated_at,
+                change.product.sku if change.product else None,
+                now_ms(),
+            ),
         )
         self._dirty(db, change.store, change.product_id, change.source, change.observed_at)
         return 1
@@ -431,6 +507,26 @@ class StateStore:
         )
         return None if row is None else str(row[0])
 
+    async def mirror_ids(self, store: str) -> set[str]:
+        """Ids of the products the mirror holds as existing (reconciliation compares them)."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT id FROM mirror WHERE store=? AND deleted=0", (store,)
+            ).fetchall()
+        )
+        return {str(r[0]) for r in rows}
+
+    async def duplicate_skus(self, store: str, *, limit: int = 100) -> list[tuple[str, int]]:
+        """SKUs held by more than one existing product of the store, with how many."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT sku, COUNT(*) FROM mirror WHERE store=? AND deleted=0 AND sku IS NOT NULL"
+                " AND sku != '' GROUP BY sku HAVING COUNT(*) > 1 ORDER BY sku LIMIT ?",
+                (store, limit),
+            ).fetchall()
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]
+
     async def mirror_count(self, store: str | None = None) -> int:
         sql = "SELECT COUNT(*) FROM mirror WHERE deleted=0"
         args: tuple[str, ...] = () if store is None else (store,)
@@ -489,6 +585,11 @@ class StateStore:
         rows = await self._run(lambda: self._conn.execute(sql + " ORDER BY id", args).fetchall())
         return [_run_from(r) for r in rows]
 
+    async def last_run(self, store: str, kind: str) -> Run | None:
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE store=? AND kind=? ORDER BY id DESC LIMIT 1"  # noqa: S608
+        rows = await self._run(lambda: self._conn.execute(sql, (store, kind)).fetchall())
+        return _run_from(rows[0]) if rows else None
+
     async def runs(self, limit: int = 20) -> list[Run]:
         sql = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?"  # noqa: S608
         rows = await self._run(lambda: self._conn.execute(sql, (limit,)).fetchall())
@@ -523,14 +624,27 @@ class StateStore:
         return await self._run(write)
 
     async def finish_run(
-        self, run_id: int, *, state: str = "done", error: str | None = None
+        self,
+        run_id: int,
+        *,
+        state: str = "done",
+        error: str | None = None,
+        report: dict[str, Any] | None = None,
     ) -> None:
         def write() -> None:
             now = now_ms()
             with self._write() as db:
                 db.execute(
-                    "UPDATE runs SET state=?, error=?, updated_at=?, finished_at=? WHERE id=?",
-                    (state, error, now, now, run_id),
+                    "UPDATE runs SET state=?, error=?, updated_at=?, finished_at=?,"
+                    " report=COALESCE(?, report) WHERE id=?",
+                    (
+                        state,
+                        error,
+                        now,
+                        now,
+                        None if report is None else json.dumps(report),
+                        run_id,
+                    ),
                 )
 
         await self._run(write)
@@ -590,7 +704,7 @@ class StateStore:
 
 _RUN_COLUMNS = (
     "id, kind, store, state, config, checkpoint, done, total, started_at, updated_at,"
-    " finished_at, error"
+    " finished_at, error, report"
 )
 
 
@@ -608,6 +722,7 @@ def _run_from(r: Sequence[Any]) -> Run:
         updated_at=r[9],
         finished_at=r[10],
         error=r[11],
+        report=None if r[12] is None else json.loads(r[12]),
     )
 
 

@@ -21,6 +21,10 @@ Tables:
   `state` is `pending` or `rejected` (set aside with `last_error` until `outbox retry`).
 - `cursors`: where incremental streams resume, per store and stream.
 - `runs`: resumable runs (import, refresh, verify) with the frozen config and the checkpoint.
+- `hints`: products a webhook said changed, committed before the webhook is answered 2xx; the
+  hint worker re-fetches them and deletes each hint in the transaction that records the product.
+  One row per product (a burst coalesces); `received_at` changes when a new hint arrives, so a
+  hint that landed during the re-fetch is never deleted by it.
 - `events`: what operators read: time, level, store, product, HTTP status, message.
 """
 
@@ -40,6 +44,7 @@ MIGRATIONS: tuple[str, ...] = (
         hash        TEXT,
         deleted     INTEGER NOT NULL DEFAULT 0,
         updated_at  TEXT,
+        sku         TEXT,
         recorded_at INTEGER NOT NULL,
         acked_hash  TEXT,
         acked_data  BLOB,
@@ -81,9 +86,21 @@ MIGRATIONS: tuple[str, ...] = (
         started_at  INTEGER NOT NULL,
         updated_at  INTEGER NOT NULL,
         finished_at INTEGER,
-        error       TEXT
+        error       TEXT,
+        report      TEXT
     );
     CREATE INDEX runs_open ON runs (state, store);
+
+    CREATE TABLE hints (
+        store       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        PRIMARY KEY (store, id)
+    ) WITHOUT ROWID;
 
     CREATE TABLE events (
         id      INTEGER PRIMARY KEY,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import httpx
 
-from bridge_agent.errors import ConfigError, PlatformUnavailable
+from bridge_agent.errors import BadWebhook, ConfigError, PlatformUnavailable
 from bridge_agent.model import Product
-from bridge_agent.platforms.base import CatalogPage
+from bridge_agent.platforms.base import CatalogPage, WebhookDelivery
 
 if TYPE_CHECKING:
     from bridge_agent.config import StoreSettings
@@ -25,9 +29,10 @@ class JsonDir:
 
     name: ClassVar[str] = "jsondir"
 
-    def __init__(self, store_id: str, catalog_dir: Path) -> None:
+    def __init__(self, store_id: str, catalog_dir: Path, webhook_secret: str | None = None) -> None:
         self.store_id = store_id
         self.catalog_dir = catalog_dir
+        self._webhook_secret = webhook_secret
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, http: httpx.AsyncClient) -> JsonDir:
@@ -35,7 +40,8 @@ class JsonDir:
         raw = settings.options.get("catalog_dir")
         if not raw:
             raise ConfigError([f"[[stores]] {settings.id!r}: jsondir needs catalog_dir"])
-        return cls(settings.id, Path(str(raw)))
+        secret = settings.secrets.get("webhook_secret")
+        return cls(settings.id, Path(str(raw)), None if secret is None else secret.reveal())
 
     async def check(self) -> None:
         if not await asyncio.to_thread(self.catalog_dir.is_dir):
@@ -60,6 +66,44 @@ class JsonDir:
                 total=len(names),
             )
 
+    async def modified_since(self, since: datetime) -> AsyncIterator[Sequence[Product]]:
+        """Products whose `updated_at` is at or after `since` (a product without one counts)."""
+        async for page in self.catalog():
+            yield [p for p in page.products if _at_or_after(p.updated_at, since)]
+
+    async def product_ids(self) -> AsyncIterator[Sequence[str]]:
+        names = sorted(await asyncio.to_thread(_json_names, self.catalog_dir))
+        for start in range(0, len(names), PAGE_SIZE):
+            yield [n.removesuffix(".json") for n in names[start : start + PAGE_SIZE]]
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        """WooCommerce-style: base64 HMAC-SHA256 of the raw body in `X-Signature`.
+
+        Body: `{"topic": "product.updated", "id": "794"}` or `{"ping": true}`.
+        """
+        if not self._webhook_secret:
+            raise BadWebhook("no webhook_secret configured for this store")
+        given = next((v for k, v in headers.items() if k.lower() == "x-signature"), "")
+        expected = base64.b64encode(
+            hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).digest()
+        ).decode()
+        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise BadWebhook("webhook signature does not match")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise BadWebhook("webhook body is not JSON", status=400) from None
+        if not isinstance(doc, dict):
+            raise BadWebhook("webhook body must be a JSON object", status=400)
+        if doc.get("ping"):
+            return WebhookDelivery(kind="ping")
+        product_id = doc.get("id")
+        if not isinstance(product_id, str | int) or isinstance(product_id, bool):
+            raise BadWebhook("webhook body has no product id", status=400)
+        return WebhookDelivery(
+            kind="product", topic=str(doc.get("topic") or ""), product_ids=(str(product_id),)
+        )
+
     def _read(self, path: Path) -> Product | None:
         try:
             text = path.read_text(encoding="utf-8")
@@ -75,3 +119,12 @@ class JsonDir:
 
 def _json_names(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith(".")]
+
+
+def _at_or_after(updated_at: str | None, since: datetime) -> bool:
+    if not updated_at:
+        return True
+    try:
+        return datetime.fromisoformat(updated_at.replace("Z", "+00:00")) >= since
+    except ValueError:
+        return True

@@ -1,0 +1,88 @@
+"""The hint worker: turns committed webhook hints into recorded changes.
+
+A webhook is answered as soon as its hint is committed (guarantee 2); this root task then
+re-fetches the hinted products from the store and records them, deleting each hint in the same
+transaction as its product (so a crash in between re-fetches, never loses). A re-fetch that fails
+leaves the hint with a backoff; the store's health says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from bridge_agent.aio import wait_event
+from bridge_agent.health import Health
+from bridge_agent.metrics import Metrics
+from bridge_agent.platforms import Platform
+from bridge_agent.sources import declare_metrics
+from bridge_agent.sources.refetch import Refetcher
+from bridge_agent.store import StateStore
+from bridge_agent.sync.retry import Backoff
+
+log = structlog.get_logger("bridge_agent.hints")
+
+BATCH = 100
+IDLE_CHECK = 5.0  # look for deferred hints that came due, even without a nudge
+
+
+class HintWorker:
+    """Root task for one store's webhook hints."""
+
+    def __init__(
+        self,
+        *,
+        store_id: str,
+        platform: Platform,
+        state: StateStore,
+        on_recorded: Callable[[], None],
+        metrics: Metrics,
+        health: Health,
+        deletions: bool = True,
+        concurrency: int = 4,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.store_id = store_id
+        self._state = state
+        self._on_recorded = on_recorded
+        self._metrics = metrics
+        self.health = health
+        self._refetch = Refetcher(store_id, platform, health, "webhook", deletions, concurrency)
+        self._backoff = backoff or Backoff(base=1.0, cap=300.0)
+        self._wake = asyncio.Event()
+        self._wake.set()  # hints committed before a restart are due at once
+        declare_metrics(metrics)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await wait_event(self._wake, IDLE_CHECK)
+            self._wake.clear()
+            while await self.process_once():
+                pass
+
+    async def process_once(self) -> int:
+        """Re-fetch and record one batch of due hints; returns how many were settled."""
+        hints = await self._state.due_hints(self.store_id, limit=BATCH)
+        if not hints:
+            return 0
+        fetched = await self._refetch.fetch(sorted({h.id for h in hints}))
+        done = [h for h in hints if h.id in fetched]
+        changes = [c for c in fetched.values() if c is not None]
+        queued = await self._state.record(changes, done_hints=done)
+        if queued:
+            self._metrics.inc("bridge_changes_recorded_total", queued, source="webhook")
+            self._on_recorded()
+        failed = [h for h in hints if h.id not in fetched]
+        if failed:
+            attempts = max(h.attempts for h in failed)
+            await self._state.defer_hints(
+                failed, error="re-fetch failed", delay=self._backoff.delay(attempts)
+            )
+        elif self.health.failing:
+            self.health.ok("receiving")
+        return len(done)

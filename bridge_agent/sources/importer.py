@@ -1,0 +1,191 @@
+"""Full imports as resumable runs (guarantee 3).
+
+A run has an id, a frozen copy of the store settings that started it (secrets left out), and a
+checkpoint committed in the same transaction as the page it follows (`StateStore.record_page`).
+After a crash or a stop the run resumes from its checkpoint with its frozen settings: editing
+`agent.toml` meanwhile changes nothing about a run in progress, and never starts one by itself
+(Sales Layer rules 03, 08, 09).
+
+When runs start:
+- on the first start for a store (no import ever ran and the mirror is empty);
+- when `bridge-agent sync --store S` writes a `refresh` run into the state store (the running
+  agent picks it up within seconds).
+
+A run that fails (store down) pauses and is retried with backoff; after `MAX_FAILURES` failures
+in a row without progress it is marked failed and says why (guarantee 7: no silent loops). The
+report at the end counts what was imported and warns about products without image or price and
+about SKUs held by more than one product.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from bridge_agent.aio import wait_event
+from bridge_agent.config import StoreSettings, redact
+from bridge_agent.errors import PlatformError
+from bridge_agent.health import Health
+from bridge_agent.metrics import Metrics
+from bridge_agent.model import Change, Product
+from bridge_agent.platforms import Platform
+from bridge_agent.sources import declare_metrics
+from bridge_agent.store import Run, StateStore, now_ms
+from bridge_agent.sync.retry import Backoff
+
+log = structlog.get_logger("bridge_agent.importer")
+
+MAX_FAILURES = 8
+CHECK_INTERVAL = 5.0
+FROZEN_KEYS = ("concurrency", "images_max_per_product", "deletions", "options")
+
+
+def freeze(store: StoreSettings) -> dict[str, Any]:
+    """The settings a run keeps for its whole life (JSON-ready, secrets masked)."""
+    snapshot: dict[str, Any] = redact(store)
+    return {k: snapshot[k] for k in FROZEN_KEYS} | {"platform": store.platform}
+
+
+def thaw(store: StoreSettings, frozen: dict[str, Any]) -> StoreSettings:
+    """Today's store settings with the run's frozen ones put back (secrets stay current)."""
+    return dataclasses.replace(
+        store,
+        concurrency=int(frozen.get("concurrency", store.concurrency)),
+        images_max_per_product=int(
+            frozen.get("images_max_per_product", store.images_max_per_product)
+        ),
+        deletions=bool(frozen.get("deletions", store.deletions)),
+        options={**store.options, **frozen.get("options", {})},
+    )
+
+
+def warnings_of(product: Product) -> list[str]:
+    out = []
+    if not product.images:
+        out.append("no_image")
+    if not product.price and not any(v.price for v in product.variants):
+        out.append("no_price")
+    return out
+
+
+class Importer:
+    """Root task: runs the store's open runs, resuming from their checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        store: StoreSettings,
+        build_platform: Callable[[StoreSettings], Platform],
+        state: StateStore,
+        on_recorded: Callable[[], None],
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.store = store
+        self._build = build_platform
+        self._state = state
+        self._on_recorded = on_recorded
+        self._metrics = metrics
+        self.health = health
+        self._backoff = Backoff(base=2.0, cap=300.0)
+        self._wake = asyncio.Event()
+        metrics.counter("bridge_import_products_total", "Products read by import runs.")
+        declare_metrics(metrics)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        await self.start_first_import()
+        failures = 0
+        while True:
+            for run in await self._state.open_runs(self.store.id):
+                try:
+                    await self.execute(run)
+                    failures = 0
+                except PlatformError as exc:
+                    failures += 1
+                    if await self._failed(run, exc, failures):
+                        failures = 0  # given up on this run; the next one starts afresh
+                    await wait_event(self._wake, self._backoff.delay(failures))
+                    break
+            else:
+                await wait_event(self._wake, CHECK_INTERVAL)
+            self._wake.clear()
+
+    async def start_first_import(self) -> int | None:
+        """Start the initial import unless one ever ran or the mirror has products."""
+        if await self._state.last_run(self.store.id, "import") is not None:
+            return None
+        if await self._state.mirror_count(self.store.id):
+            return None
+        run_id = await self._state.start_run("import", self.store.id, freeze(self.store))
+        log.info("import_started", store=self.store.id, run=run_id)
+        return run_id
+
+    async def execute(self, run: Run) -> None:
+        """Run (or resume) one run to its end. Raises PlatformError when the store fails."""
+        platform = self._build(thaw(self.store, run.config))
+        checkpoint = dict(run.checkpoint or {})
+        resume = checkpoint.get("next")
+        if run.checkpoint is not None and resume is None:
+            await self._finish(run, checkpoint)  # the last page was recorded, the end was not
+            return
+        done = run.done
+        if resume is not None:
+            log.info("run_resumed", store=self.store.id, run=run.id, at=resume, done=done)
+        async for page in platform.catalog(resume):
+            changes = [Change(self.store.id, p.id, p, "import", now_ms()) for p in page.products]
+            for product in page.products:
+                for warning in warnings_of(product):
+                    checkpoint[warning] = checkpoint.get(warning, 0) + 1
+            done += len(page.products)
+            checkpoint["next"] = page.next_token
+            checkpoint["pages"] = checkpoint.get("pages", 0) + 1
+            queued = await self._state.record_page(
+                changes, run_id=run.id, checkpoint=checkpoint, done=done, total=page.total
+            )
+            self._metrics.inc("bridge_import_products_total", len(page.products))
+            if queued:
+                self._metrics.inc("bridge_changes_recorded_total", queued, source="import")
+                self._on_recorded()
+        await self._finish(run, checkpoint, done)
+
+    async def _finish(self, run: Run, checkpoint: dict[str, Any], done: int | None = None) -> None:
+        duplicates = await self._state.duplicate_skus(self.store.id)
+        report = {
+            "imported": run.done if done is None else done,
+            "pages": checkpoint.get("pages", 0),
+            "warnings": {
+                "no_image": checkpoint.get("no_image", 0),
+                "no_price": checkpoint.get("no_price", 0),
+                "duplicate_sku": [{"sku": sku, "products": n} for sku, n in duplicates],
+            },
+        }
+        await self._state.finish_run(run.id, report=report)
+        await self._state.log_event(
+            f"{run.kind} run {run.id} finished: {report['imported']} product(s),"
+            f" {report['warnings']['no_image']} without image,"
+            f" {report['warnings']['no_price']} without price,"
+            f" {len(duplicates)} duplicate SKU(s)",
+            store=self.store.id,
+        )
+        log.info("run_finished", store=self.store.id, run=run.id, **report)
+        if self.health.state == "import_failing":
+            self.health.ok()
+
+    async def _failed(self, run: Run, exc: PlatformError, failures: int) -> bool:
+        """Pause the run, or give up on it after MAX_FAILURES; True when given up."""
+        self.health.fail("import_failing", str(exc))
+        if failures < MAX_FAILURES:
+            log.warning("run_paused", store=self.store.id, run=run.id, error=str(exc))
+            return False
+        message = f"{run.kind} run {run.id} failed {failures} times in a row: {exc}"
+        await self._state.finish_run(run.id, state="failed", error=str(exc))
+        await self._state.log_event(message, level="error", store=self.store.id)
+        log.error("run_failed", store=self.store.id, run=run.id, error=str(exc))
+        return True

@@ -1,0 +1,121 @@
+"""Reconciliation: a periodic listing of every product id, to find what no hint reported.
+
+Webhooks get lost (WooCommerce sends no `product.deleted` on a force delete and never retries),
+spool writers can be bypassed (a direct SQL import). Comparing the store's ids with the mirror's:
+- ids the mirror has and the store does not are re-fetched: a product that is really gone is a
+  deletion (shipped as `delete`, unless the store sets `deletions = false`);
+- ids the store has and the mirror does not are fetched and recorded (missed creations).
+Re-fetching before deleting matters: a listing can omit a product that still exists (WooCommerce
+leaves trashed products out of `status=any`, and the product fetched by id says "archived").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from bridge_agent.aio import wait_event
+from bridge_agent.errors import PlatformError
+from bridge_agent.health import Health
+from bridge_agent.metrics import Metrics
+from bridge_agent.platforms import Platform
+from bridge_agent.sources import declare_metrics
+from bridge_agent.sources.refetch import Refetcher
+from bridge_agent.store import StateStore
+from bridge_agent.sync.retry import Backoff
+
+log = structlog.get_logger("bridge_agent.reconcile")
+
+STREAM = "reconciled_at"
+
+
+class Reconciler:
+    """Root task: reconcile one store every `interval` seconds (and at start when overdue)."""
+
+    def __init__(
+        self,
+        *,
+        store_id: str,
+        platform: Platform,
+        state: StateStore,
+        on_recorded: Callable[[], None],
+        metrics: Metrics,
+        health: Health,
+        interval: float,
+        deletions: bool = True,
+        concurrency: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store_id = store_id
+        self._platform = platform
+        self._state = state
+        self._on_recorded = on_recorded
+        self._metrics = metrics
+        self.health = health
+        self._interval = interval
+        self._clock = clock
+        self._refetch = Refetcher(store_id, platform, health, "verify", deletions, concurrency)
+        self._backoff = Backoff(base=30.0, cap=interval)
+        self._wake = asyncio.Event()
+        metrics.counter("bridge_reconciled_total", "Products fixed by reconciliation, by kind.")
+        declare_metrics(metrics)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            last = await self._state.cursor(self.store_id, STREAM)
+            due_in = 0.0
+            if last is not None:
+                done_at = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
+                due_in = max(0.0, done_at + self._interval - self._clock())
+            if due_in > 0 and not await wait_event(self._wake, due_in):
+                continue  # slept until due: loop to re-read the cursor, then reconcile
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+                failures = 0
+            except PlatformError as exc:
+                failures += 1
+                self.health.fail("reconcile_failing", str(exc))
+                await wait_event(self._wake, self._backoff.delay(failures))
+
+    async def reconcile_once(self) -> dict[str, int]:
+        """One pass; returns counts of deletions and creations recorded. Raises PlatformError."""
+        started = self._clock()
+        listed: set[str] = set()
+        async for ids in self._platform.product_ids():
+            listed.update(ids)
+        known = await self._state.mirror_ids(self.store_id)
+        suspects = sorted((known - listed) | (listed - known))
+        fetched = await self._refetch.fetch(suspects)
+        changes = [c for c in fetched.values() if c is not None]
+        queued = await self._state.record(changes)
+        deleted = sum(1 for c in changes if c.product is None)
+        counts = {"deleted": deleted, "recorded": len(changes) - deleted, "queued": queued}
+        for kind in ("deleted", "recorded"):
+            if counts[kind]:
+                self._metrics.inc("bridge_reconciled_total", counts[kind], kind=kind)
+        if len(fetched) < len(suspects):
+            raise PlatformError(
+                f"{len(suspects) - len(fetched)} product(s) could not be re-fetched"
+            )
+        await self._state.set_cursor(
+            self.store_id,
+            STREAM,
+            datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        if queued:
+            self._on_recorded()
+            found = f"{deleted} deleted and {counts['recorded']} unseen product(s)"
+            await self._state.log_event(f"reconciliation found {found}", store=self.store_id)
+        if self.health.state == "reconcile_failing":
+            self.health.ok()
+        log.info("reconciled", store=self.store_id, listed=len(listed), **counts)
+        return counts

@@ -1,0 +1,52 @@
+"""Re-fetching hinted products: the one path from "the store says X changed" to a Change.
+
+Spool files and webhooks are hints. Both end here: each product is fetched from the store
+(bounded concurrency), a product the store no longer has becomes a deletion (or nothing, when the
+store keeps deletions away from the hub), and a failed fetch is reported by leaving the id out of
+the result so that the caller keeps its hint for a later try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bridge_agent.errors import PlatformError, ProductNotFound
+from bridge_agent.health import Health
+from bridge_agent.model import Change, Product, Source
+from bridge_agent.platforms import Platform
+from bridge_agent.store import now_ms
+
+
+@dataclass
+class Refetcher:
+    """Fetches hinted products of one store."""
+
+    store_id: str
+    platform: Platform
+    health: Health
+    source: Source
+    deletions: bool = True
+    concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, Change | None]:
+        """id -> Change (None: nothing to record); ids whose fetch failed are absent."""
+        results = await asyncio.gather(*(self._one(i) for i in ids))
+        return {i: c for i, (ok, c) in zip(ids, results, strict=True) if ok}
+
+    async def _one(self, product_id: str) -> tuple[bool, Change | None]:
+        async with self._slots:
+            try:
+                product: Product | None = await self.platform.fetch_product(product_id)
+            except ProductNotFound:
+                product = None
+            except PlatformError as exc:
+                self.health.fail("store_unavailable", str(exc))
+                return False, None
+        if product is None and not self.deletions:
+            return True, None  # the operator keeps deleted products at the hub
+        return True, Change(self.store_id, product_id, product, self.source, now_ms())

@@ -1,0 +1,84 @@
+"""The webhook receiver: `POST /webhooks/{platform}/{store}` on its own listener.
+
+Rules, and why:
+- The signature is checked by the platform adapter on the *raw* body, before any parsing, with a
+  constant-time compare; a bad or missing signature answers 401 and records nothing.
+- The body is read up to `max_body_bytes`; a larger one answers 413 without being read whole.
+- A valid delivery is a hint: its product ids are committed as hints (`StateStore.add_hints`)
+  and only then answered 200. WooCommerce does not retry a delivery, so answering before the
+  commit could lose a change; answering after a slow re-fetch could time the sender out. The hint
+  worker re-fetches afterwards. Replays of one delivery coalesce into the same hint.
+- The creation ping (WooCommerce posts `webhook_id=N` unsigned when a webhook is saved) answers 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from bridge_agent.errors import BadWebhook
+from bridge_agent.metrics import Metrics
+from bridge_agent.platforms import Platform
+from bridge_agent.store import StateStore
+
+log = structlog.get_logger("bridge_agent.webhooks")
+
+
+@dataclass
+class WebhookRoute:
+    """Where deliveries for one store go."""
+
+    platform_name: str
+    platform: Platform
+    on_hints: Callable[[], None]
+
+
+ROUTES = web.AppKey("routes", dict[str, WebhookRoute])
+STATE = web.AppKey("state", StateStore)
+METRICS = web.AppKey("metrics", Metrics)
+LIMIT = web.AppKey("limit", int)
+
+
+def make_webhook_app(
+    routes: dict[str, WebhookRoute], state: StateStore, metrics: Metrics, *, max_body_bytes: int
+) -> web.Application:
+    """The receiver app; `routes` is shared, not copied: the agent edits it on reload."""
+    app = web.Application(client_max_size=max_body_bytes)
+    app[ROUTES] = routes
+    app[STATE] = state
+    app[METRICS] = metrics
+    app[LIMIT] = max_body_bytes
+    app.router.add_post("/webhooks/{platform}/{store}", receive)
+    metrics.counter("bridge_webhooks_total", "Webhook deliveries by store and outcome.")
+    return app
+
+
+async def receive(request: web.Request) -> web.Response:
+    store = request.match_info["store"]
+    route = request.app[ROUTES].get(store)
+    metrics = request.app[METRICS]
+    if route is None or route.platform_name != request.match_info["platform"]:
+        metrics.inc("bridge_webhooks_total", store="unknown", outcome="unknown_store")
+        raise web.HTTPNotFound(text="no such store\n")
+    limit = request.app[LIMIT]
+    if request.content_length is not None and request.content_length > limit:
+        metrics.inc("bridge_webhooks_total", store=store, outcome="too_large")
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.read()  # aiohttp enforces client_max_size without Content-Length
+    try:
+        delivery = route.platform.verify_webhook(request.headers, body)
+    except BadWebhook as exc:
+        outcome = "bad_signature" if exc.status == 401 else "bad_body"
+        metrics.inc("bridge_webhooks_total", store=store, outcome=outcome)
+        log.warning("webhook_refused", store=store, status=exc.status, reason=str(exc))
+        return web.Response(status=exc.status, text=f"{exc}\n")
+    if delivery.kind == "ping" or not delivery.product_ids:
+        metrics.inc("bridge_webhooks_total", store=store, outcome="ping")
+        return web.Response(text="ok\n")
+    await request.app[STATE].add_hints(store, delivery.product_ids, "webhook")
+    metrics.inc("bridge_webhooks_total", store=store, outcome="accepted")
+    route.on_hints()
+    return web.Response(text="ok\n")
