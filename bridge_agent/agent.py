@@ -47,6 +47,7 @@ from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
 from bridge_agent.server import AgentView, StoreView, make_app, serve
 from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
+from bridge_agent.sources import StoreContext
 from bridge_agent.sources.hints import HintWorker
 from bridge_agent.sources.importer import Importer
 from bridge_agent.sources.poller import Poller
@@ -242,36 +243,34 @@ class Agent:
         if platform is None:
             return
         assert self.shipper is not None
-        common: dict[str, Any] = {
-            "platform": platform,
-            "state": self._state,
-            "on_recorded": self.shipper.nudge,
-            "metrics": self.metrics,
-            "health": health,
-        }
-        importer = Importer(
-            store=store,
-            build_platform=lambda s: _build_platform(s, self._store_http),
-            **{k: v for k, v in common.items() if k != "platform"},
+        ctx = StoreContext(
+            store.id, platform, self._state, self.shipper.nudge, self.metrics, health
         )
-        hints = HintWorker(
-            store_id=store.id, deletions=store.deletions, concurrency=store.concurrency, **common
+        importer = Importer(
+            ctx, store=store, build_platform=lambda s: _build_platform(s, self._store_http)
+        )
+        hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
+        reconciler = Reconciler(
+            ctx,
+            interval=store.reconcile_interval,
+            deletions=store.deletions,
+            concurrency=store.concurrency,
         )
         tasks = {
             "check": _check_store(platform, health),
             "import": importer.run(),
             "hints": hints.run(),
-            "poll": Poller(store_id=store.id, interval=store.poll_interval, **common).run(),
-            "reconcile": Reconciler(
-                store_id=store.id,
-                interval=store.reconcile_interval,
-                deletions=store.deletions,
-                concurrency=store.concurrency,
-                **common,
-            ).run(),
+            "poll": Poller(ctx, interval=store.poll_interval).run(),
+            "reconcile": reconciler.run(),
         }
         if store.spool_dir is not None:
-            tasks["spool"] = self._spool(store, platform, health).run()
+            spool = SpoolWatcher(
+                ctx,
+                spool_dir=store.spool_dir,
+                deletions=store.deletions,
+                concurrency=store.concurrency,
+            )
+            tasks["spool"] = spool.run()
         entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
         self._webhook_routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
         self._importers[store.id] = importer
@@ -298,21 +297,6 @@ class Agent:
         for task in entry.tasks:
             task.cancel()
         await asyncio.gather(*entry.tasks, return_exceptions=True)
-
-    def _spool(self, store: StoreSettings, platform: Platform, health: Health) -> SpoolWatcher:
-        assert store.spool_dir is not None
-        assert self.shipper is not None
-        return SpoolWatcher(
-            store_id=store.id,
-            spool_dir=store.spool_dir,
-            platform=platform,
-            state=self._state,
-            on_recorded=self.shipper.nudge,
-            metrics=self.metrics,
-            health=health,
-            deletions=store.deletions,
-            concurrency=store.concurrency,
-        )
 
     # -- reload --------------------------------------------------------------------------------
 

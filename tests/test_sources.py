@@ -29,6 +29,7 @@ from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change, Product
 from bridge_agent.platforms.base import CatalogPage
 from bridge_agent.platforms.jsondir import JsonDir
+from bridge_agent.sources import StoreContext
 from bridge_agent.sources import importer as module
 from bridge_agent.sources.importer import Importer, freeze
 from bridge_agent.sources.poller import STREAM, Poller
@@ -79,15 +80,8 @@ def fill(catalog: Path, ids: Sequence[int]) -> None:
         write_product(catalog, make_product(i))
 
 
-def parts(state: StateStore, platform: Any) -> dict[str, Any]:
-    return {
-        "store_id": "main",
-        "platform": platform,
-        "state": state,
-        "on_recorded": lambda: None,
-        "metrics": Metrics(),
-        "health": Health("store:main"),
-    }
+def ctx(state: StateStore, platform: Any) -> StoreContext:
+    return StoreContext("main", platform, state, lambda: None, Metrics(), Health("store:main"))
 
 
 # -- imports ---------------------------------------------------------------------------------
@@ -98,9 +92,8 @@ async def test_first_start_imports_and_reports(tmp_path: Path, state: StateStore
     write_product(tmp_path / "catalog", replace(make_product(251), sku="SKU-1"))  # duplicate
     platform = Flaky(tmp_path / "catalog")
     importer = Importer(
-        store=store_settings(tmp_path), build_platform=lambda s: platform, state=state,
-        on_recorded=lambda: None, metrics=Metrics(), health=Health("store:main"),
-    )  # fmt: skip
+        ctx(state, platform), store=store_settings(tmp_path), build_platform=lambda s: platform
+    )
     run_id = await importer.start_first_import()
     assert run_id is not None
     (run,) = await state.open_runs("main")
@@ -129,10 +122,7 @@ async def test_import_resumes_from_its_checkpoint_with_frozen_settings(
         return platform
 
     original = store_settings(tmp_path, concurrency=3)
-    importer = Importer(
-        store=original, build_platform=build, state=state, on_recorded=lambda: None,
-        metrics=Metrics(), health=Health("store:main"),
-    )  # fmt: skip
+    importer = Importer(ctx(state, platform), store=original, build_platform=build)
     await importer.start_first_import()
     (run,) = await state.open_runs("main")
     with pytest.raises(PlatformUnavailable):
@@ -162,10 +152,9 @@ async def test_a_run_that_keeps_failing_is_given_up_and_says_why(
             raise PlatformUnavailable("store answered 503")
             yield  # pragma: no cover
 
-    importer = Importer(
-        store=store_settings(tmp_path), build_platform=lambda s: Down("main", tmp_path),
-        state=state, on_recorded=lambda: None, metrics=Metrics(), health=Health("store:main"),
-    )  # fmt: skip
+    down = Down("main", tmp_path)
+    settings = store_settings(tmp_path)
+    importer = Importer(ctx(state, down), store=settings, build_platform=lambda s: down)
     task = asyncio.create_task(importer.run())
     try:
         for _ in range(200):
@@ -195,8 +184,8 @@ async def test_poller_starts_now_then_sees_changes_and_advances(
 ) -> None:
     fill(tmp_path / "catalog", [1, 2])
     now = [datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()]
-    poller = Poller(interval=60, overlap=30, clock=lambda: now[0],
-                    **parts(state, JsonDir("main", tmp_path / "catalog")))  # fmt: skip
+    platform = JsonDir("main", tmp_path / "catalog")
+    poller = Poller(ctx(state, platform), interval=60, overlap=30, clock=lambda: now[0])
     assert await poller.poll_once() == 0  # first poll: no history, only a starting point
     assert await state.cursor("main", STREAM) == "2026-11-23T09:59:30Z"
     edited = replace(make_product(1), title="edited", updated_at="2026-11-23T10:00:05Z")
@@ -217,7 +206,7 @@ async def test_poller_failure_keeps_the_cursor(tmp_path: Path, state: StateStore
             raise PlatformUnavailable("page 2: 503")
 
     await state.set_cursor("main", STREAM, "2026-11-23T09:00:00Z")
-    poller = Poller(interval=60, **parts(state, Broken("main", tmp_path)))
+    poller = Poller(ctx(state, Broken("main", tmp_path)), interval=60)
     with pytest.raises(PlatformUnavailable):
         await poller.poll_once()
     assert await state.cursor("main", STREAM) == "2026-11-23T09:00:00Z"
@@ -238,8 +227,8 @@ async def test_reconciliation_finds_deletions_and_unseen_products(
     fill(tmp_path / "catalog", [1, 2, 3, 4])
     await _seed_mirror(state, [1, 2, 3])
     delete_product(tmp_path / "catalog", "2")  # deleted without any hint
-    reconciler = Reconciler(interval=3600, deletions=deletions,
-                            **parts(state, JsonDir("main", tmp_path / "catalog")))  # fmt: skip
+    platform = JsonDir("main", tmp_path / "catalog")
+    reconciler = Reconciler(ctx(state, platform), interval=3600, deletions=deletions)
     counts = await reconciler.reconcile_once()
     due = {d.id: d for d in await state.due(10)}
     assert "4" in due and not due["4"].deleted  # a creation no hint reported
@@ -264,7 +253,7 @@ async def test_reconciliation_does_not_delete_what_the_store_still_returns(
     await _seed_mirror(state, [1, 2])
     trashed = replace(make_product(2), status="archived")
     write_product(tmp_path / "catalog", trashed)
-    reconciler = Reconciler(interval=3600, **parts(state, HidesTrash("main", tmp_path / "catalog")))
+    reconciler = Reconciler(ctx(state, HidesTrash("main", tmp_path / "catalog")), interval=3600)
     counts = await reconciler.reconcile_once()
     assert counts["deleted"] == 0
     due = {d.id: d for d in await state.due(10)}

@@ -15,6 +15,7 @@ from bridge_agent.metrics import Metrics
 from bridge_agent.model import Product
 from bridge_agent.platforms.base import CatalogPage
 from bridge_agent.platforms.jsondir import JsonDir
+from bridge_agent.sources import StoreContext
 from bridge_agent.sources.spool import SpoolFileError, SpoolWatcher, parse_spool
 from bridge_agent.store import StateStore
 from bridge_agent.testing.catalog import make_product, spool_event, write_product, write_spool
@@ -54,16 +55,8 @@ def catalog(tmp_path: Path) -> Path:
 def watcher(
     tmp_path: Path, store: CountingStore, state: StateStore, *, deletions: bool = True
 ) -> SpoolWatcher:
-    return SpoolWatcher(
-        store_id="main",
-        spool_dir=tmp_path / "spool",
-        platform=store,  # type: ignore[arg-type]
-        state=state,
-        on_recorded=lambda: None,
-        metrics=Metrics(),
-        health=Health("store:main"),
-        deletions=deletions,
-    )
+    ctx = StoreContext("main", store, state, lambda: None, Metrics(), Health("store:main"))
+    return SpoolWatcher(ctx, spool_dir=tmp_path / "spool", deletions=deletions)
 
 
 def test_parse_spool_formats() -> None:

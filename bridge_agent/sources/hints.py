@@ -8,18 +8,11 @@ leaves the hint with a backoff; the store's health says why.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import structlog
 
 from bridge_agent.aio import wait_event
-from bridge_agent.health import Health
-from bridge_agent.metrics import Metrics
-from bridge_agent.platforms import Platform
-from bridge_agent.sources import declare_metrics
+from bridge_agent.sources import StoreContext, StoreSource
 from bridge_agent.sources.refetch import Refetcher
-from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.hints")
@@ -28,35 +21,21 @@ BATCH = 100
 IDLE_CHECK = 5.0  # look for deferred hints that came due, even without a nudge
 
 
-class HintWorker:
+class HintWorker(StoreSource):
     """Root task for one store's webhook hints."""
 
     def __init__(
         self,
+        ctx: StoreContext,
         *,
-        store_id: str,
-        platform: Platform,
-        state: StateStore,
-        on_recorded: Callable[[], None],
-        metrics: Metrics,
-        health: Health,
         deletions: bool = True,
         concurrency: int = 4,
         backoff: Backoff | None = None,
     ) -> None:
-        self.store_id = store_id
-        self._state = state
-        self._on_recorded = on_recorded
-        self._metrics = metrics
-        self.health = health
-        self._refetch = Refetcher(store_id, platform, health, "webhook", deletions, concurrency)
+        super().__init__(ctx)
+        self._refetch = Refetcher(ctx, "webhook", deletions, concurrency)
         self._backoff = backoff or Backoff(base=1.0, cap=300.0)
-        self._wake = asyncio.Event()
         self._wake.set()  # hints committed before a restart are due at once
-        declare_metrics(metrics)
-
-    def nudge(self) -> None:
-        self._wake.set()
 
     async def run(self) -> None:
         while True:
@@ -74,9 +53,7 @@ class HintWorker:
         done = [h for h in hints if h.id in fetched]
         changes = [c for c in fetched.values() if c is not None]
         queued = await self._state.record(changes, done_hints=done)
-        if queued:
-            self._metrics.inc("bridge_changes_recorded_total", queued, source="webhook")
-            self._on_recorded()
+        self.recorded(queued, "webhook")
         failed = [h for h in hints if h.id not in fetched]
         if failed:
             attempts = max(h.attempts for h in failed)

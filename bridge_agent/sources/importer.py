@@ -19,7 +19,6 @@ about SKUs held by more than one product.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -29,12 +28,10 @@ import structlog
 from bridge_agent.aio import wait_event
 from bridge_agent.config import StoreSettings, redact
 from bridge_agent.errors import PlatformError
-from bridge_agent.health import Health
-from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change, Product
 from bridge_agent.platforms import Platform
-from bridge_agent.sources import declare_metrics
-from bridge_agent.store import Run, StateStore, now_ms
+from bridge_agent.sources import StoreContext, StoreSource
+from bridge_agent.store import Run, now_ms
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.importer")
@@ -72,32 +69,21 @@ def warnings_of(product: Product) -> list[str]:
     return out
 
 
-class Importer:
+class Importer(StoreSource):
     """Root task: runs the store's open runs, resuming from their checkpoints."""
 
     def __init__(
         self,
+        ctx: StoreContext,
         *,
         store: StoreSettings,
         build_platform: Callable[[StoreSettings], Platform],
-        state: StateStore,
-        on_recorded: Callable[[], None],
-        metrics: Metrics,
-        health: Health,
     ) -> None:
+        super().__init__(ctx)
         self.store = store
-        self._build = build_platform
-        self._state = state
-        self._on_recorded = on_recorded
-        self._metrics = metrics
-        self.health = health
+        self._build = build_platform  # runs use their frozen settings, not ctx.platform's
         self._backoff = Backoff(base=2.0, cap=300.0)
-        self._wake = asyncio.Event()
-        metrics.counter("bridge_import_products_total", "Products read by import runs.")
-        declare_metrics(metrics)
-
-    def nudge(self) -> None:
-        self._wake.set()
+        self._metrics.counter("bridge_import_products_total", "Products read by import runs.")
 
     async def run(self) -> None:
         await self.start_first_import()
@@ -150,9 +136,7 @@ class Importer:
                 changes, run_id=run.id, checkpoint=checkpoint, done=done, total=page.total
             )
             self._metrics.inc("bridge_import_products_total", len(page.products))
-            if queued:
-                self._metrics.inc("bridge_changes_recorded_total", queued, source="import")
-                self._on_recorded()
+            self.recorded(queued, "import")
         await self._finish(run, checkpoint, done)
 
     async def _finish(self, run: Run, checkpoint: dict[str, Any], done: int | None = None) -> None:

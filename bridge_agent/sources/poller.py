@@ -17,7 +17,6 @@ Cursor rules (Singer's, in this order), and why:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,12 +25,9 @@ import structlog
 
 from bridge_agent.aio import wait_event
 from bridge_agent.errors import PlatformError
-from bridge_agent.health import Health
-from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change
-from bridge_agent.platforms import Platform
-from bridge_agent.sources import declare_metrics
-from bridge_agent.store import StateStore, now_ms
+from bridge_agent.sources import StoreContext, StoreSource
+from bridge_agent.store import now_ms
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.poller")
@@ -47,39 +43,24 @@ def _parse(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class Poller:
+class Poller(StoreSource):
     """Root task: one modified-since poll of one store every `interval` seconds."""
 
     def __init__(
         self,
+        ctx: StoreContext,
         *,
-        store_id: str,
-        platform: Platform,
-        state: StateStore,
-        on_recorded: Callable[[], None],
-        metrics: Metrics,
-        health: Health,
         interval: float,
         overlap: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store_id = store_id
-        self._platform = platform
-        self._state = state
-        self._on_recorded = on_recorded
-        self._metrics = metrics
-        self.health = health
+        super().__init__(ctx)
         self._interval = interval
         self._overlap = overlap
         self._clock = clock
         self._failures = 0
         self._backoff = Backoff(base=5.0, cap=interval)
-        self._wake = asyncio.Event()
-        metrics.counter("bridge_polls_total", "Modified-since polls by store and outcome.")
-        declare_metrics(metrics)
-
-    def nudge(self) -> None:
-        self._wake.set()
+        self._metrics.counter("bridge_polls_total", "Modified-since polls by store and outcome.")
 
     async def run(self) -> None:
         while True:
@@ -110,9 +91,7 @@ class Poller:
             queued += await self._state.record(changes)
         await self._state.set_cursor(self.store_id, STREAM, _iso(started))
         self._metrics.inc("bridge_polls_total", store=self.store_id, outcome="ok")
-        if queued:
-            self._metrics.inc("bridge_changes_recorded_total", queued, source="poll")
-            self._on_recorded()
+        self.recorded(queued, "poll")
         if self.health.state == "poll_failing":
             self.health.ok()
         log.debug(

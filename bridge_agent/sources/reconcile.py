@@ -11,7 +11,6 @@ leaves trashed products out of `status=any`, and the product fetched by id says 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,12 +19,8 @@ import structlog
 
 from bridge_agent.aio import wait_event
 from bridge_agent.errors import PlatformError
-from bridge_agent.health import Health
-from bridge_agent.metrics import Metrics
-from bridge_agent.platforms import Platform
-from bridge_agent.sources import declare_metrics
+from bridge_agent.sources import StoreContext, StoreSource
 from bridge_agent.sources.refetch import Refetcher
-from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.reconcile")
@@ -33,39 +28,24 @@ log = structlog.get_logger("bridge_agent.reconcile")
 STREAM = "reconciled_at"
 
 
-class Reconciler:
+class Reconciler(StoreSource):
     """Root task: reconcile one store every `interval` seconds (and at start when overdue)."""
 
     def __init__(
         self,
+        ctx: StoreContext,
         *,
-        store_id: str,
-        platform: Platform,
-        state: StateStore,
-        on_recorded: Callable[[], None],
-        metrics: Metrics,
-        health: Health,
         interval: float,
         deletions: bool = True,
         concurrency: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store_id = store_id
-        self._platform = platform
-        self._state = state
-        self._on_recorded = on_recorded
-        self._metrics = metrics
-        self.health = health
+        super().__init__(ctx)
         self._interval = interval
         self._clock = clock
-        self._refetch = Refetcher(store_id, platform, health, "verify", deletions, concurrency)
+        self._refetch = Refetcher(ctx, "verify", deletions, concurrency)
         self._backoff = Backoff(base=30.0, cap=interval)
-        self._wake = asyncio.Event()
-        metrics.counter("bridge_reconciled_total", "Products fixed by reconciliation, by kind.")
-        declare_metrics(metrics)
-
-    def nudge(self) -> None:
-        self._wake.set()
+        self._metrics.counter("bridge_reconciled_total", "Products fixed by reconciliation.")
 
     async def run(self) -> None:
         failures = 0
@@ -111,8 +91,8 @@ class Reconciler:
             STREAM,
             datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
+        self.recorded(queued, "verify")
         if queued:
-            self._on_recorded()
             found = f"{deleted} deleted and {counts['recorded']} unseen product(s)"
             await self._state.log_event(f"reconciliation found {found}", store=self.store_id)
         if self.health.state == "reconcile_failing":

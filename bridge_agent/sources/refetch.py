@@ -10,28 +10,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from bridge_agent.errors import PlatformError, ProductNotFound
-from bridge_agent.health import Health
 from bridge_agent.model import Change, Product, Source
-from bridge_agent.platforms import Platform
+from bridge_agent.sources import StoreContext
 from bridge_agent.store import now_ms
 
 
-@dataclass
 class Refetcher:
     """Fetches hinted products of one store."""
 
-    store_id: str
-    platform: Platform
-    health: Health
-    source: Source
-    deletions: bool = True
-    concurrency: int = 4
-
-    def __post_init__(self) -> None:
-        self._slots = asyncio.Semaphore(self.concurrency)
+    def __init__(
+        self, ctx: StoreContext, source: Source, deletions: bool = True, concurrency: int = 4
+    ) -> None:
+        self.store_id = ctx.store_id
+        self.platform = ctx.platform
+        self.health = ctx.health
+        self.source = source
+        self.deletions = deletions
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, Change | None]:
         """id -> Change (None: nothing to record); ids whose fetch failed are absent."""

@@ -23,7 +23,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,8 @@ import structlog
 import watchfiles
 
 from bridge_agent.aio import wait_event
-from bridge_agent.health import Health
-from bridge_agent.metrics import Metrics
-from bridge_agent.platforms import Platform
-from bridge_agent.sources import declare_metrics
+from bridge_agent.sources import StoreContext, StoreSource
 from bridge_agent.sources.refetch import Refetcher
-from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.spool")
@@ -86,39 +82,27 @@ def _event(doc: Any, index: int) -> SpoolEvent:
     return SpoolEvent(event, id_.strip())
 
 
-class SpoolWatcher:
+class SpoolWatcher(StoreSource):
     """Root task for one store's spool directory."""
 
     def __init__(
         self,
+        ctx: StoreContext,
         *,
-        store_id: str,
         spool_dir: Path,
-        platform: Platform,
-        state: StateStore,
-        on_recorded: Callable[[], None],
-        metrics: Metrics,
-        health: Health,
         deletions: bool = True,
         concurrency: int = 4,
         max_files: int = 1000,
         backoff: Backoff | None = None,
     ) -> None:
-        self.store_id = store_id
+        super().__init__(ctx)
         self.incoming = spool_dir / "incoming"
         self.rejected = spool_dir / "rejected"
-        self._platform = platform
-        self._state = state
-        self._on_recorded = on_recorded
-        self._metrics = metrics
-        self.health = health
-        self._refetch = Refetcher(store_id, platform, health, "spool", deletions, concurrency)
+        self._refetch = Refetcher(ctx, "spool", deletions, concurrency)
         self._max_files = max_files
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._failures = 0
-        self._wake = asyncio.Event()
-        metrics.counter("bridge_spool_files_total", "Spool files consumed, by outcome.")
-        declare_metrics(metrics)
+        self._metrics.counter("bridge_spool_files_total", "Spool files consumed, by outcome.")
 
     async def run(self) -> None:
         """Process the backlog, then every new file, until cancelled."""
@@ -179,10 +163,7 @@ class SpoolWatcher:
         ok_ids = set(fetched)
         done = [p for p, events in files.items() if all(e.id in ok_ids for e in events)]
         if changes:
-            queued = await self._state.record(changes)
-            if queued:
-                self._metrics.inc("bridge_changes_recorded_total", queued, source="spool")
-                self._on_recorded()
+            self.recorded(await self._state.record(changes), "spool")
         # Only now, with the changes committed, may the hints go (guarantee 2).
         await asyncio.to_thread(_unlink_all, done)
         self._metrics.inc("bridge_spool_files_total", len(done), outcome="consumed")
