@@ -45,6 +45,7 @@ from bridge_agent.errors import BridgeError, ConfigError, PlatformError, StateSt
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
+from bridge_agent.platforms.base import WebhookRegistrar
 from bridge_agent.server import AgentView, StoreView, make_app, serve
 from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
 from bridge_agent.sources import StoreContext
@@ -150,10 +151,9 @@ class Agent:
             state = await stack.enter_async_context(StateStore.open(cfg.agent.state_dir))
             stack.push_async_callback(self._close_clients)
             stack.callback(self.notifier.close)
-            self._store_http = self._client(timeout=30.0)
             # Build every adapter before any task starts: a store whose settings its adapter
             # refuses is a configuration error (exit 78), not a half-started agent.
-            built = {s.id: _build_platform(s, self._store_http) for s in cfg.stores if s.active}
+            built = {s.id: self._build_platform(s) for s in cfg.stores if s.active}
             shipper = Shipper(
                 state, self._hub_client(cfg.hub), _shipper_settings(cfg), self.metrics
             )
@@ -217,17 +217,26 @@ class Agent:
         assert self._group is not None
         return self._group.create_task(guard(name, coro), name=name)
 
-    def _client(self, *, timeout: float, base_url: str = "") -> httpx.AsyncClient:
+    def _client(
+        self, *, timeout: float, base_url: str = "", verify: bool = True
+    ) -> httpx.AsyncClient:
         client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": f"bridge-agent/{__version__}"},
+            verify=verify,  # on unless a store's operator turned it off for that store alone
         )
         self._http_clients.append(client)
         return client
 
     def _hub_client(self, hub: HubSettings) -> HubClient:
         return HubClient(self._client(timeout=hub.timeout, base_url=hub.url), hub.token.reveal())
+
+    def _build_platform(self, store: StoreSettings) -> Platform:
+        """The store's adapter on an HTTP client of its own (TLS verification is per store)."""
+        verify = bool(store.options.get("verify_tls", True))
+        http = self._client(timeout=30.0, verify=verify)
+        return platforms.load(store.platform).from_settings(store, http)
 
     async def _close_clients(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self._http_clients), return_exceptions=True)
@@ -246,9 +255,7 @@ class Agent:
         ctx = StoreContext(
             store.id, platform, self._state, self.shipper.nudge, self.metrics, health
         )
-        importer = Importer(
-            ctx, store=store, build_platform=lambda s: _build_platform(s, self._store_http)
-        )
+        importer = Importer(ctx, store=store, build_platform=self._build_platform)
         hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
         reconciler = Reconciler(
             ctx,
@@ -257,7 +264,9 @@ class Agent:
             concurrency=store.concurrency,
         )
         tasks = {
-            "check": _check_store(platform, health),
+            "check": _check_store(
+                platform, health, self._state, store.id, store.options.get("webhook_url")
+            ),
             "import": importer.run(),
             "hints": hints.run(),
             "poll": Poller(ctx, interval=store.poll_interval).run(),
@@ -377,7 +386,7 @@ class Agent:
     async def _apply(self, old: Config, new: Config) -> None:
         # Build every new platform first: a store whose adapter refuses its settings fails the
         # whole reload before anything running is touched.
-        built = {s.id: _build_platform(s, self._store_http) for s in new.stores if s.active}
+        built = {s.id: self._build_platform(s) for s in new.stores if s.active}
         assert self.shipper is not None
         if new.hub != old.hub or new.agent.id != old.agent.id:
             hub = self._hub_client(new.hub) if new.hub.url != old.hub.url or (
@@ -472,15 +481,36 @@ def _shipper_settings(cfg: Config) -> ShipperSettings:
     )
 
 
-def _build_platform(store: StoreSettings, http: httpx.AsyncClient) -> Platform:
-    return platforms.load(store.platform).from_settings(store, http)
+async def _check_store(
+    platform: Platform,
+    health: Health,
+    state: StateStore,
+    store_id: str,
+    webhook_url: str | None = None,
+) -> None:
+    """Root task: a cheap authenticated call now and then, so /healthz shows a store outage.
 
-
-async def _check_store(platform: Platform, health: Health) -> None:
-    """Root task: a cheap authenticated call now and then, so /healthz shows a store outage."""
+    With a `webhook_url`, the same beat keeps the store's webhooks alive: registered at the first
+    success, re-activated whenever the platform disabled them (WooCommerce does so after a few
+    failed deliveries and never says it). What was done goes to the event log.
+    """
+    registered = False
     while True:
         try:
             await platform.check()
+            if webhook_url and isinstance(platform, WebhookRegistrar):
+                if registered:
+                    actions = await platform.reactivate_disabled_webhooks(webhook_url)
+                else:
+                    actions = await platform.register_webhooks(webhook_url)
+                    registered = True
+                for action in actions:
+                    if action.action != "unchanged":
+                        message = (
+                            f"webhook {action.topic} (id {action.webhook_id}): {action.action}"
+                        )
+                        log.info("webhook_maintained", store=store_id, detail=message)
+                        await state.log_event(message, store=store_id)
         except PlatformError as exc:
             health.fail("unreachable", str(exc))
         else:

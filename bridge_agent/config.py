@@ -380,6 +380,22 @@ PLATFORMS: Mapping[str, PlatformSpec] = FrozenMap(
                     # WooCommerce caps per_page at 100.
                     "per_page": OptionSpec("integer", 100, minimum=1, maximum=100),
                     "verify_tls": OptionSpec("boolean", True),
+                    # The product JSON says neither: store-wide WooCommerce settings.
+                    "prices_include_tax": OptionSpec("boolean"),
+                    "currency": OptionSpec(
+                        "string", pattern=r"[A-Z]{3}", hint="an ISO 4217 code such as 'EUR'"
+                    ),
+                    "seo_plugin": OptionSpec(
+                        "string",
+                        pattern=r"yoast|rankmath|aioseo|seopress",
+                        hint="yoast, rankmath, aioseo or seopress",
+                    ),
+                    # The public HTTPS address of this agent's webhook receiver (behind a
+                    # reverse proxy); when set, the agent registers its webhooks and
+                    # re-activates them when WooCommerce disables them.
+                    "webhook_url": OptionSpec(
+                        "string", pattern=r"https://\S+", hint="an https:// URL"
+                    ),
                 }
             ),
         ),

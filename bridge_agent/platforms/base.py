@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import httpx
 
@@ -84,3 +84,18 @@ class Platform(Protocol):
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
         """Check the signature on the raw body and parse it. Raises BadWebhook. Pure."""
         ...
+
+
+@runtime_checkable
+class WebhookRegistrar(Protocol):
+    """Optional: a platform that can register the agent's webhooks and revive disabled ones.
+
+    Each call returns what it did, one object per webhook with `topic`, `webhook_id` and `action`
+    (`created`, `activated`, `unchanged`, ...), for the event log.
+    """
+
+    async def register_webhooks(self, delivery_url: str) -> Sequence[Any]: ...
+
+    async def reactivate_disabled_webhooks(
+        self, delivery_url: str | None = None
+    ) -> Sequence[Any]: ...

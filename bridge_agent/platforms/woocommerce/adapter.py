@@ -1,0 +1,559 @@
+"""The `woocommerce` adapter: the `Platform` protocol over the wc/v3 REST API.
+
+Reads (all with `status=any`, which WordPress defines as every status except `trash`):
+
+- `check()`: `GET /products?per_page=1&_fields=id`.
+- `fetch_product(id)`: `GET /products/{id}` plus `/products/{id}/variations` pages for variable
+  products. A trashed product still loads (200, `status: trash`) and maps to `archived`; a
+  force-deleted one is a 404, answered as None. A variation id is not a product: None.
+- `catalog(resume)`: `GET /products?orderby=id&order=asc&status=any&per_page=N&page=P`. Page 1
+  (or the resume page) gives `X-WP-TotalPages`; the following pages are fetched `concurrency` at a
+  time in a sliding window and yielded in page order, each page's variable products' variations
+  fetched concurrently too. One semaphore of `concurrency` slots bounds every request in flight,
+  and at most `concurrency` pages are held in memory. Tokens are page numbers: `next_token` is the
+  page to fetch next, `resume` the page to start from; `total` is `X-WP-Total`. The page unit is
+  the configured `per_page`, whatever the client shrinks to after timeouts (a changed `per_page`
+  between runs makes an old token point elsewhere: the import then repeats or skips some products,
+  which the next reconciliation repairs).
+- `modified_since(since)`: `GET /products?modified_after=<since - 1 s>&dates_are_gmt=true&
+  orderby=modified&order=asc&status=any`. WooCommerce compares exclusively
+  (`post_modified_gmt > X`), at one-second resolution, so asking for one second earlier includes
+  products modified on the boundary second, as the protocol promises. Instead of walking page
+  numbers (a product saved during the walk moves to the end and shifts every later product one
+  place back, so one would be skipped), each next request restarts at the last modification time
+  seen (minus one second) and products already yielded are dropped. A second pass with
+  `status=trash` reports products trashed in the window (as `archived`), which `status=any` hides.
+- `product_ids()`: `GET /products?_fields=id&per_page=100&status=any&orderby=id&order=asc`. Trash is
+  excluded, so trashed products are reported missing (the reconciliation then treats them as
+  deleted; `fetch_product` would still load them as `archived`).
+
+Webhooks: `verify_webhook` checks deliveries (see `webhooks.py`); `register_webhooks` and
+`reactivate_disabled_webhooks` manage the store's product webhooks (key with read_write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, deque
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import httpx
+import structlog
+
+from bridge_agent.errors import BadWebhook, ConfigError, PlatformUnavailable, ProductNotFound
+from bridge_agent.model import Product
+from bridge_agent.platforms.base import CatalogPage, WebhookDelivery
+from bridge_agent.platforms.woocommerce import webhooks
+from bridge_agent.platforms.woocommerce.client import ListPage, Params, WooClient
+from bridge_agent.platforms.woocommerce.mapping import (
+    CategoryTree,
+    MappingOptions,
+    WooPayloadError,
+    category_tree,
+    map_product,
+)
+from bridge_agent.platforms.woocommerce.settings import MAX_PER_PAGE, WooSettings
+
+if TYPE_CHECKING:
+    from bridge_agent.config import StoreSettings
+
+__all__ = ["WebhookAction", "WooCommerce"]
+
+log = structlog.get_logger("bridge_agent.woocommerce")
+
+T = TypeVar("T")
+
+TREE_TTL = 600.0  # seconds a category tree is trusted
+TREE_MIN_AGE = 30.0  # an unknown category id reloads the tree, at most this often
+WEBHOOK_NAME = "bridge-agent"
+_GMT = "%Y-%m-%dT%H:%M:%S"
+
+WebhookActionKind = Literal[
+    "created", "activated", "secret_updated", "unchanged", "paused", "duplicate"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAction:
+    """What `register_webhooks` / `reactivate_disabled_webhooks` did to one webhook."""
+
+    topic: str
+    webhook_id: str
+    action: WebhookActionKind
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    listed: ListPage
+    products: list[Product]
+
+
+class WooCommerce:
+    """One WooCommerce store, read through wc/v3."""
+
+    name: ClassVar[str] = "woocommerce"
+
+    def __init__(
+        self,
+        settings: WooSettings,
+        client: WooClient,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.mapping = MappingOptions(
+            images_max=settings.images_max,
+            prices_include_tax=settings.prices_include_tax,
+            currency=settings.currency,
+            seo_plugin=settings.seo_plugin,
+        )
+        #: Warnings from mapping (e.g. "no image"), counted since start, for the import report.
+        self.mapping_warnings: Counter[str] = Counter()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._monotonic = monotonic
+        self._tree: dict[int, tuple[str, int]] | None = None
+        self._tree_at = -math.inf
+        self._tree_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"WooCommerce({self.settings.store_id!r}, {self.settings.api_base!r})"
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings, http: httpx.AsyncClient) -> WooCommerce:
+        woo = WooSettings.from_store(settings)
+        return cls(woo, WooClient(woo, http))
+
+    @property
+    def effective_per_page(self) -> int:
+        """The page size requests use now (halved by the client after repeated timeouts)."""
+        return self.client.per_page
+
+    # -- Platform ---------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        response = await self.client.get("/products", {"per_page": 1, "_fields": "id"})
+        if not isinstance(response.data, list):
+            raise PlatformUnavailable(
+                f"invalid JSON from {self.settings.api_prefix}/products: expected a list"
+            )
+
+    async def fetch_product(self, product_id: str) -> Product | None:
+        if not (product_id.isascii() and product_id.isdigit()) or int(product_id) <= 0:
+            return None  # not an id WooCommerce could have given
+        try:
+            async with self._slots:
+                response = await self.client.get(f"/products/{int(product_id)}")
+        except ProductNotFound:
+            return None
+        data = response.data
+        if not isinstance(data, dict):
+            raise PlatformUnavailable(
+                f"invalid JSON from {self.settings.api_prefix}/products/{int(product_id)}: "
+                "expected an object"
+            )
+        if data.get("type") == "variation":
+            return None  # the id of a variation: its parent is the product
+        products = await self._map_many([data])
+        return products[0] if products else None
+
+    async def catalog(self, resume: str | None = None) -> AsyncIterator[CatalogPage]:
+        start = self._page_token(resume)
+        size = self.settings.per_page
+        params: Params = {"orderby": "id", "order": "asc", "status": "any"}
+        await self._category_tree(set(), refresh=True)
+
+        async def fetch(page: int) -> _Fetched:
+            async with self._slots:
+                listed = await self.client.list_page("/products", params, page=page, page_size=size)
+            return _Fetched(listed, await self._map_many(listed.items))
+
+        async for number, fetched, last in self._ordered_pages(fetch, start, size):
+            yield CatalogPage(
+                products=fetched.products,
+                next_token=None if last else str(number + 1),
+                total=fetched.listed.total,
+            )
+
+    async def modified_since(self, since: datetime) -> AsyncIterator[Sequence[Product]]:
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        after = since.astimezone(UTC).replace(tzinfo=None, microsecond=0) - timedelta(seconds=1)
+        for status in ("any", "trash"):
+            async for products in self._modified_pass(after, status):
+                yield products
+
+    async def product_ids(self) -> AsyncIterator[Sequence[str]]:
+        params: Params = {"_fields": "id", "orderby": "id", "order": "asc", "status": "any"}
+
+        async def fetch(page: int) -> _Fetched:
+            async with self._slots:
+                listed = await self.client.list_page(
+                    "/products", params, page=page, page_size=MAX_PER_PAGE
+                )
+            return _Fetched(listed, [])
+
+        async for _, fetched, _ in self._ordered_pages(fetch, 1, MAX_PER_PAGE):
+            ids = [str(i["id"]) for i in fetched.listed.items if _is_id(i.get("id"))]
+            if ids:
+                yield ids
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+        secret = self.settings.webhook_secret
+        if secret is None:
+            raise BadWebhook("no webhook_secret configured for this store", status=401)
+        return webhooks.verify(headers, body, secret.reveal())
+
+    # -- webhook management (the agent calls these; they need a read_write key) ----------------
+
+    async def register_webhooks(
+        self, delivery_url: str, *, update_secret: bool = True
+    ) -> list[WebhookAction]:
+        """Make sure the store sends every product topic to `delivery_url`, signed with our secret.
+
+        Missing webhooks are created (`product.created/updated/deleted/restored`); disabled ones
+        (WooCommerce disables a webhook after more than 5 failed deliveries) are activated again;
+        paused ones are left alone (an operator paused them). WooCommerce never returns a
+        webhook's secret, so with `update_secret` the secret is set on existing webhooks too.
+        """
+        secret = self._webhook_secret()
+        if not delivery_url.startswith(("https://", "http://")):
+            raise ConfigError([f"webhook delivery URL must be http(s)://, got {delivery_url!r}"])
+        existing = await self._webhooks()
+        actions: list[WebhookAction] = []
+        for topic in webhooks.PRODUCT_TOPICS:
+            same = [
+                h
+                for h in existing
+                if h.get("topic") == topic and _same_url(h.get("delivery_url"), delivery_url)
+            ]
+            if not same:
+                created = await self.client.post(
+                    "/webhooks",
+                    {
+                        "name": f"{WEBHOOK_NAME} {self.settings.store_id} {topic}",
+                        "topic": topic,
+                        "delivery_url": delivery_url,
+                        "secret": secret,
+                        "status": "active",
+                    },
+                )
+                actions.append(WebhookAction(topic, _hook_id(created.data), "created"))
+                continue
+            hook, *duplicates = same
+            hook_id = _hook_id(hook)
+            status = hook.get("status")
+            if status == "paused":
+                actions.append(WebhookAction(topic, hook_id, "paused"))
+            elif status != "active":
+                body: dict[str, Any] = {"status": "active"}
+                if update_secret:
+                    body["secret"] = secret
+                await self.client.put(f"/webhooks/{hook_id}", body)
+                actions.append(WebhookAction(topic, hook_id, "activated"))
+            elif update_secret:
+                await self.client.put(f"/webhooks/{hook_id}", {"secret": secret})
+                actions.append(WebhookAction(topic, hook_id, "secret_updated"))
+            else:
+                actions.append(WebhookAction(topic, hook_id, "unchanged"))
+            actions.extend(WebhookAction(topic, _hook_id(d), "duplicate") for d in duplicates)
+        log.info(
+            "woocommerce_webhooks_registered",
+            store=self.settings.store_id,
+            actions=[f"{a.topic}:{a.action}" for a in actions],
+        )
+        return actions
+
+    async def reactivate_disabled_webhooks(
+        self, delivery_url: str | None = None
+    ) -> list[WebhookAction]:
+        """Set `status: active` on our disabled product webhooks; returns what was activated.
+
+        Ours = delivering to `delivery_url` when given, else named "bridge-agent ...".
+        """
+        actions: list[WebhookAction] = []
+        for hook in await self._webhooks():
+            topic = hook.get("topic")
+            if hook.get("status") != "disabled" or topic not in webhooks.PRODUCT_TOPICS:
+                continue
+            if delivery_url is not None:
+                ours = _same_url(hook.get("delivery_url"), delivery_url)
+            else:
+                name = hook.get("name")
+                ours = isinstance(name, str) and name.startswith(WEBHOOK_NAME)
+            if not ours:
+                continue
+            hook_id = _hook_id(hook)
+            await self.client.put(f"/webhooks/{hook_id}", {"status": "active"})
+            actions.append(WebhookAction(str(topic), hook_id, "activated"))
+        if actions:
+            log.warning(
+                "woocommerce_webhooks_reactivated",
+                store=self.settings.store_id,
+                webhooks=[a.webhook_id for a in actions],
+            )
+        return actions
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _webhook_secret(self) -> str:
+        secret = self.settings.webhook_secret
+        if secret is None:
+            raise ConfigError(
+                [f"[[stores]] {self.settings.store_id!r}: webhooks need a webhook_secret"]
+            )
+        return secret.reveal()
+
+    async def _webhooks(self) -> list[dict[str, Any]]:
+        hooks: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            listed = await self.client.list_page("/webhooks", {}, page=page, page_size=MAX_PER_PAGE)
+            hooks.extend(listed.items)
+            if _is_last(page, listed, MAX_PER_PAGE):
+                return hooks
+            page += 1
+
+    def _page_token(self, resume: str | None) -> int:
+        if resume is None:
+            return 1
+        if resume.isdigit() and int(resume) >= 1:
+            return int(resume)
+        log.warning(
+            "woocommerce_resume_token_ignored", store=self.settings.store_id, token=resume[:40]
+        )
+        return 1
+
+    async def _ordered_pages(
+        self, fetch: Callable[[int], Coroutine[Any, Any, _Fetched]], start: int, size: int
+    ) -> AsyncIterator[tuple[int, _Fetched, bool]]:
+        """(page number, result, is last page) from `start` on, in order, `concurrency` ahead.
+
+        The first page says how many pages there are; without totals (a proxy dropped the
+        headers) pages are fetched one by one until a short page.
+        """
+        first = await fetch(start)
+        listed = first.listed
+        total_pages = listed.total_pages
+        exhausted = _is_last(start, listed, size)
+        yield start, first, exhausted
+        if exhausted:
+            return
+        pending: deque[tuple[int, asyncio.Task[_Fetched]]] = deque()
+        next_page = start + 1
+        try:
+            while True:
+                ahead = self.settings.concurrency if total_pages is not None else 1
+                while len(pending) < ahead and (
+                    next_page <= total_pages if total_pages is not None else not pending
+                ):
+                    pending.append((next_page, asyncio.create_task(fetch(next_page))))
+                    next_page += 1
+                if not pending:
+                    return
+                number, task = pending.popleft()
+                result = await task
+                listed = result.listed
+                if listed.total_pages is not None:
+                    # Never lower: pages already asked for must not end the listing early.
+                    total_pages = max(total_pages or 0, listed.total_pages)
+                last = (
+                    number >= total_pages if total_pages is not None else len(listed.items) < size
+                )
+                yield number, result, last and not pending
+                if last and total_pages is None:
+                    return
+        finally:
+            for _, task in pending:
+                task.cancel()
+            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+
+    async def _modified_pass(self, after: datetime, status: str) -> AsyncIterator[list[Product]]:
+        size = self.settings.per_page
+        seen: set[tuple[str, str]] = set()
+        page = 1
+        while True:
+            params: Params = {
+                "modified_after": after.strftime(_GMT),
+                "dates_are_gmt": True,
+                "orderby": "modified",
+                "order": "asc",
+                "status": status,
+            }
+            async with self._slots:
+                listed = await self.client.list_page("/products", params, page=page, page_size=size)
+            fresh = [i for i in listed.items if _seen_key(i) not in seen]
+            seen.update(_seen_key(i) for i in fresh)
+            if fresh:
+                products = await self._map_many(fresh)
+                if products:
+                    yield products
+            if _is_last(page, listed, size):
+                return
+            last = _parse_gmt(listed.items[-1].get("date_modified_gmt"))
+            restart = last - timedelta(seconds=1) if last is not None else None
+            if restart is not None and after < restart:
+                after, page = restart, 1
+                boundary = restart.strftime(_GMT)
+                seen = {k for k in seen if k[1] > boundary}
+            else:
+                page += 1  # more than a page saved within one second: walk the pages
+
+    async def _map_many(self, items: Sequence[dict[str, Any]]) -> list[Product]:
+        """Map listed products, fetching variations of variable ones concurrently."""
+        variable = [i for i in items if i.get("type") == "variable" and i.get("variations")]
+        found = await _gather(self._variations(i["id"]) for i in variable)
+        variations = {id(item): v for item, v in zip(variable, found, strict=True)}
+        needed = {
+            c["id"]
+            for i in items
+            for c in i.get("categories") or ()
+            if isinstance(c, dict) and isinstance(c.get("id"), int)
+        }
+        tree = await self._category_tree(needed)
+        products: list[Product] = []
+        for item in items:
+            children = variations.get(id(item), [])
+            if children is None:
+                continue  # deleted while we listed it
+            try:
+                product, warnings = map_product(
+                    item, children, options=self.mapping, categories=tree
+                )
+            except WooPayloadError as exc:
+                self.mapping_warnings["not a product"] += 1
+                log.warning(
+                    "woocommerce_payload_skipped", store=self.settings.store_id, reason=str(exc)
+                )
+                continue
+            for warning in warnings:
+                self.mapping_warnings[warning] += 1
+            if warnings:
+                log.debug(
+                    "woocommerce_product_warnings",
+                    store=self.settings.store_id,
+                    product=product.id,
+                    warnings=warnings,
+                )
+            products.append(product)
+        return products
+
+    async def _variations(self, product_id: Any) -> list[dict[str, Any]] | None:
+        """Every variation of a variable product; None if the product is gone."""
+        if not _is_id(product_id):
+            return []
+        out: list[dict[str, Any]] = []
+        page = 1
+        try:
+            while True:
+                async with self._slots:
+                    listed = await self.client.list_page(
+                        f"/products/{product_id}/variations", {}, page=page, page_size=MAX_PER_PAGE
+                    )
+                out.extend(listed.items)
+                if _is_last(page, listed, MAX_PER_PAGE):
+                    return out
+                page += 1
+        except ProductNotFound:
+            return None
+
+    async def _category_tree(
+        self, needed: set[int], *, refresh: bool = False
+    ) -> CategoryTree | None:
+        """The category tree, loaded when stale, forced, or missing a category we need."""
+        if not needed and not refresh:
+            return self._tree
+        age = self._monotonic() - self._tree_at
+        tree = self._tree
+        if (
+            not refresh
+            and tree is not None
+            and age < TREE_TTL
+            and (needed <= tree.keys() or age < TREE_MIN_AGE)
+        ):
+            return tree
+        async with self._tree_lock:
+            if self._monotonic() - self._tree_at < TREE_MIN_AGE and self._tree is not None:
+                return self._tree  # another task just loaded it
+            terms: list[dict[str, Any]] = []
+            page = 1
+            while True:
+                async with self._slots:
+                    listed = await self.client.list_page(
+                        "/products/categories",
+                        {"_fields": "id,name,parent", "orderby": "id", "order": "asc"},
+                        page=page,
+                        page_size=MAX_PER_PAGE,
+                    )
+                terms.extend(listed.items)
+                if _is_last(page, listed, MAX_PER_PAGE):
+                    break
+                page += 1
+            self._tree = category_tree(terms)
+            self._tree_at = self._monotonic()
+            return self._tree
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _is_last(page: int, listed: ListPage, size: int) -> bool:
+    if listed.total_pages is not None:
+        return page >= listed.total_pages
+    return len(listed.items) < size
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _seen_key(item: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(item.get("id")), str(item.get("date_modified_gmt") or ""))
+
+
+def _parse_gmt(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.replace(microsecond=0)
+
+
+def _hook_id(hook: Any) -> str:
+    if isinstance(hook, dict) and _is_id(hook.get("id")):
+        return str(hook["id"])
+    raise PlatformUnavailable("invalid JSON from the webhooks API: a webhook without an id")
+
+
+def _same_url(a: Any, b: str) -> bool:
+    return isinstance(a, str) and a.rstrip("/") == b.rstrip("/")
+
+
+async def _gather(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; on the first failure cancel the rest and raise that failure itself."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as failed:
+        error: BaseException = failed
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
+    return [t.result() for t in tasks]
