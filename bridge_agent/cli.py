@@ -111,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--store", action="append", help="store id (default: every active store)")
     sync.set_defaults(handler=cmd_sync)
 
+    simulate = sub.add_parser("simulate", help="run a store simulator on loopback")
+    simulate.add_argument("platform", choices=["woocommerce"])
+    simulate.add_argument("--products", type=int, default=1000)
+    simulate.add_argument("--port", type=int, default=8700)
+    simulate.add_argument("--latency-ms", type=float, default=0.0)
+    simulate.add_argument("--fail-rate", type=float, default=0.0)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.set_defaults(handler=cmd_simulate)
+
     demo = sub.add_parser("demo", help="run a self-contained demo on loopback and exit")
     demo.add_argument("--products", type=int, default=200)
     demo.set_defaults(handler=cmd_demo)
@@ -434,6 +443,38 @@ def cmd_hub(args: argparse.Namespace) -> int:
         asyncio.run(run_hub())
     except (OSError, BridgeError) as exc:
         log.error("hub_failed", error=str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# -- simulate ---------------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bridge_agent.simulators.woocommerce import run_cli  # noqa: PLC0415 - not the daemon's
+
+    if not 0.0 <= args.fail_rate <= 1.0 or args.products < 0 or args.latency_ms < 0:
+        print("bridge-agent simulate: --fail-rate is 0..1; counts are >= 0", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def simulate() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(
+            run_cli(args.products, args.port, args.latency_ms, args.fail_rate, args.seed)
+        )
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, waiter}, return_when="FIRST_COMPLETED")
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+
+    try:
+        asyncio.run(simulate())
+    except OSError as exc:
+        log.error("simulator_failed", error=str(exc))
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -1,0 +1,186 @@
+"""The aiohttp application: middlewares (stats, errors, faults, auth), `serve`, `run_cli`.
+
+Request path for `/wp-json/...`: count it (stats) → turn WooErrors into WordPress JSON errors →
+faults (latency, injected failures: a host/WAF sits in front of WordPress, so these come before
+authentication) → authentication (wc/ routes only, before routing, as the
+`rest_authentication_errors` filter runs) → the route. `/__sim/...` skips faults and auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from ssl import SSLContext
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bridge_agent.simulators.woocommerce import control, rest, rest_webhooks
+from bridge_agent.simulators.woocommerce.auth import Presented
+from bridge_agent.simulators.woocommerce.model import WooError, encode
+from bridge_agent.simulators.woocommerce.sim import WooSimulator
+
+_WP_HEADERS = {
+    "X-Robots-Tag": "noindex",
+    "X-Content-Type-Options": "nosniff",
+    "Access-Control-Expose-Headers": "X-WP-Total, X-WP-TotalPages, Link",
+    "Access-Control-Allow-Headers": "Authorization, X-WP-Nonce, Content-Disposition, "
+    "Content-MD5, Content-Type",
+}
+_FATAL = (
+    '<p>There has been a critical error on this website.</p><p><a href="https://wordpress.org/'
+    'documentation/article/faq-troubleshooting/">Learn more about troubleshooting WordPress.'
+    "</a></p>"
+)
+_REASONS = {
+    429: "Too Many Requests",
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def make_app(sim: WooSimulator) -> web.Application:
+    """The simulator as an aiohttp application (for `aiohttp_server` or an AppRunner)."""
+    app = web.Application(middlewares=[_stats, _errors, _rest_gate], client_max_size=32 * 1024**2)
+    app[rest.SIM] = sim
+    rest.add_routes(app)
+    control.add_routes(app)
+    rest_webhooks.add_routes(app)  # last: it ends with the catch-all rest_no_route
+
+    async def close(_: web.Application) -> None:
+        await sim.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+@web.middleware
+async def _stats(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    route = f"{request.method} {resource.canonical if resource else request.path}"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[rest.SIM].requests[(route, status)] += 1
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except WooError as exc:
+        return rest.json_response(encode(exc.body()), status=exc.status, headers=exc.headers)
+
+
+@web.middleware
+async def _rest_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/wp-json/"):
+        return await handler(request)
+    sim = request.app[rest.SIM]
+    fault = await _fault(sim)
+    if fault is not None:
+        return fault
+    if request.path.startswith("/wp-json/wc/"):
+        presented = Presented(
+            method=request.method,
+            url=f"{request.scheme}://{request.host}{request.rel_url.raw_path}",
+            query=rest.params_of(request),
+            authorization=request.headers.get("Authorization", ""),
+        )
+        request[rest.KEY] = sim.auth.authenticate(presented)
+    response = await handler(request)
+    for name, value in _WP_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.add("Link", f'<{rest.origin(request)}/wp-json/>; rel="https://api.w.org/"')
+    return response
+
+
+async def _fault(sim: WooSimulator) -> web.Response | None:
+    f = sim.faults
+    rng = sim.rng
+    # Draw from the RNG only for the faults that are on, so turning one on mid-run does not
+    # shift the sequence of the others.
+    delay = f.latency_ms * (1 + rng.uniform(-f.jitter, f.jitter)) if f.latency_ms else 0.0
+    if f.slow_rate and rng.random() < f.slow_rate:
+        delay += f.slow_ms
+    if delay > 0:
+        await asyncio.sleep(delay / 1000)
+    status: int | None = None
+    if f.fail_next:
+        status, f.fail_next = f.fail_next[0], f.fail_next[1:]
+    elif f.fail_rate and f.fail_statuses and rng.random() < f.fail_rate:
+        status = rng.choice(f.fail_statuses)
+    if status is None:
+        return None
+    if status == 500:
+        # WordPress's fatal-error handler answers REST requests in JSON.
+        error = WooError(500, "internal_server_error", _FATAL, data={})
+        return rest.json_response(encode({**error.body(), "additional_errors": []}), status=500)
+    reason = _REASONS.get(status, "Error")
+    headers = {"Retry-After": str(f.retry_after)} if status in (429, 503) else {}
+    page = (
+        f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1></body></html>"
+    )
+    return web.Response(
+        text=page, status=status, content_type="text/html", charset="utf-8", headers=headers
+    )
+
+
+async def serve(
+    sim: WooSimulator,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[int], None] | None = None,
+    ssl_context: SSLContext | None = None,
+    warm: bool = True,
+) -> None:
+    """Serve until cancelled; `ready(port)` once listening (port 0 picks a free port).
+
+    Unless the simulator was given a `site_url`, permalinks, image URLs and `_links` use the
+    address it listens on. Give a literal address with port 0 ("127.0.0.1", not "localhost").
+    With `warm`, product JSON is encoded before `ready` (about 1 s per 10 000 products, up to
+    the cache size), so benchmarks measure the client, not the simulator's first renders.
+    """
+    runner = web.AppRunner(make_app(sim), access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        bound = int(runner.addresses[0][1])
+        if not sim.site_url_given:
+            scheme = "https" if ssl_context else "http"
+            name = f"[{host}]" if ":" in host else host
+            sim.catalog.site_url = f"{scheme}://{name}:{bound}"
+        if warm:
+            sim.catalog.warm()
+        if ready is not None:
+            ready(bound)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def run_cli(products: int, port: int, latency_ms: float, fail_rate: float, seed: int) -> None:
+    """`bridge-agent simulate woocommerce`: generate, print where and how to connect, serve."""
+    sim = WooSimulator.generate(products=products, seed=seed)
+    sim.faults.update({"latency_ms": latency_ms, "fail_rate": fail_rate})
+
+    def ready(bound: int) -> None:
+        site = sim.site_url
+        print(f"WooCommerce simulator: {site}  ({products} products, seed {seed})", flush=True)
+        print(f"  REST API:        {site}/wp-json/wc/v3", flush=True)
+        print(f"  consumer key:    {sim.consumer_key}", flush=True)
+        print(f"  consumer secret: {sim.consumer_secret}", flush=True)
+        print(f"  control API:     {site}/__sim/ (truth, stats, faults, clock, info)", flush=True)
+        if latency_ms or fail_rate:
+            print(f"  faults:          latency {latency_ms} ms, fail rate {fail_rate}", flush=True)
+
+    await serve(sim, "127.0.0.1", port, ready=ready)
