@@ -462,3 +462,16 @@ def test_tax_and_currency_stay_unknown_unless_configured() -> None:
 def test_a_payload_without_id_is_refused(payload: dict[str, Any]) -> None:
     with pytest.raises(WooPayloadError):
         map_product(payload)
+
+
+def test_variant_order_follows_the_product_not_the_listing() -> None:
+    product = {"id": 1, "name": "Hoodie", "type": "variable", "status": "publish",
+               "variations": [12, 11, 13]}  # fmt: skip
+    variations = [
+        {"id": i, "status": "publish", "attributes": [{"name": "Size", "option": s}]}
+        for i, s in ((13, "L"), (11, "M"), (12, "S"))
+    ]
+    mapped, _ = map_product(product, variations)
+    again, _ = map_product(product, list(reversed(variations)))
+    assert [v.id for v in mapped.variants] == ["12", "11", "13"]
+    assert mapped == again

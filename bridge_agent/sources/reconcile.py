@@ -26,6 +26,11 @@ from bridge_agent.sync.retry import Backoff
 log = structlog.get_logger("bridge_agent.reconcile")
 
 STREAM = "reconciled_at"
+RUN_CHECK_INTERVAL = 30.0
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Reconciler(StoreSource):
@@ -50,11 +55,20 @@ class Reconciler(StoreSource):
     async def run(self) -> None:
         failures = 0
         while True:
+            if await self._state.open_runs(self.store_id):
+                # An import or refresh is reading the whole catalog already; listing it again
+                # meanwhile would only double the load on the store.
+                await wait_event(self._wake, RUN_CHECK_INTERVAL)
+                self._wake.clear()
+                continue
             last = await self._state.cursor(self.store_id, STREAM)
-            due_in = 0.0
-            if last is not None:
-                done_at = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
-                due_in = max(0.0, done_at + self._interval - self._clock())
+            if last is None:
+                # First start: the import establishes the truth, so the first reconciliation
+                # is one interval later, not a second full listing right behind the import.
+                await self._state.set_cursor(self.store_id, STREAM, _iso(self._clock()))
+                continue
+            done_at = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
+            due_in = max(0.0, done_at + self._interval - self._clock())
             if due_in > 0 and not await wait_event(self._wake, due_in):
                 continue  # slept until due: loop to re-read the cursor, then reconcile
             self._wake.clear()
@@ -86,11 +100,7 @@ class Reconciler(StoreSource):
             raise PlatformError(
                 f"{len(suspects) - len(fetched)} product(s) could not be re-fetched"
             )
-        await self._state.set_cursor(
-            self.store_id,
-            STREAM,
-            datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
+        await self._state.set_cursor(self.store_id, STREAM, _iso(started))
         self.recorded(queued, "verify")
         if queued:
             found = f"{deleted} deleted and {counts['recorded']} unseen product(s)"

@@ -20,7 +20,8 @@ backorder, else `OutOfStock`; without variations its own `stock_status` counts.
 
 Variations: only enabled ones (`status` `publish`, or no status) become variants; disabled
 (`private`) variations are not for sale. A variant's title is its attribute values joined by
-" / " ("Blue / L"); "any" attributes (empty option) are left out.
+" / " ("Blue / L"); "any" attributes (empty option) are left out. Variants keep the order of
+the product's `variations` id list, whatever order the variations endpoint answers in.
 
 SEO title and description come from post meta (`meta_data`), the first non-empty string in this
 order, each field on its own: Yoast (`_yoast_wpseo_title`, `_yoast_wpseo_metadesc`), Rank Math
@@ -160,11 +161,17 @@ def map_product(
         warnings.append(f"unknown status {raw_status!r} (mapped to draft)")
         status = "draft"
 
-    variants = tuple(
-        map_variant(v)
+    # Variants follow the product's own `variations` id list, not the order the variations
+    # endpoint happened to answer in: the canonical product (and so its hash) must not change
+    # with the listing order, or a re-fetch would look like an edit.
+    order = {str(v): n for n, v in enumerate(product.get("variations") or ())}
+    enabled = [
+        v
         for v in variations
         if _id(v.get("id")) is not None and (_text(v.get("status")) or "") in _ENABLED_VARIATION
-    )
+    ]
+    enabled.sort(key=lambda v: (order.get(str(v.get("id")), len(order)), str(v.get("id"))))
+    variants = tuple(map_variant(v) for v in enabled)
     is_variable = product.get("type") == "variable"
 
     availability = _availability(product.get("stock_status"), warnings)
