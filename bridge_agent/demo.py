@@ -1,12 +1,11 @@
-"""`bridge-agent demo`: the whole upstream path on loopback, in one command, then exit 0.
+"""`bridge-agent demo`: a WooCommerce store, the reference hub and the agent on loopback.
 
-It starts the reference hub and the agent on free loopback ports with a temporary state
-directory, serves a demo catalog from a `jsondir` store (canonical products as files, with the
-spool as its change hook), ships the whole catalog, then makes live changes (a price drop, a new
-product, a deletion, a burst of edits to one product) and shows each arriving at the hub.
-
-The WooCommerce issue replaces the `jsondir` store with the WooCommerce simulator; the shape of
-the demo stays the same.
+It starts the WooCommerce simulator with a demo catalog (simple and variable products, some
+without image or price), the reference hub and the agent on free loopback ports with a temporary
+state directory. The agent imports the catalog as a resumable run; then the demo registers the
+agent's webhooks in the store and makes live changes through the simulator (a price drop, a new
+product, a product moved to the trash, a burst of edits to one product), and shows each arriving
+at the hub, with the time it took. It ends with the import report and the hub's counters.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +30,23 @@ from bridge_agent.config import (
     Listen,
     Secret,
     StoreSettings,
+    WebhookSettings,
 )
 from bridge_agent.hub import serve as serve_hub
-from bridge_agent.testing.catalog import (
-    delete_product,
-    make_product,
-    spool_event,
-    write_product,
-    write_spool,
-)
+from bridge_agent.platforms.woocommerce import WooCommerce
+from bridge_agent.simulators.woocommerce import WooSimulator
+from bridge_agent.simulators.woocommerce import serve as serve_store
+from bridge_agent.store import StateStore
 
 WAIT_LIMIT = 60.0
+Say = Callable[[str], None]
 
 
-def run_demo(*, products: int = 200, out: Callable[[str], None] | None = None) -> int:
+class DemoFailed(Exception):
+    pass
+
+
+def run_demo(*, products: int = 200, out: Say | None = None) -> int:
     say = out or (lambda line: print(line, flush=True))
     with tempfile.TemporaryDirectory(prefix="bridge-agent-demo-") as tmp:
         try:
@@ -55,118 +56,139 @@ def run_demo(*, products: int = 200, out: Callable[[str], None] | None = None) -
             return 1
 
 
-class DemoFailed(Exception):
-    pass
+async def _listening(
+    start: Callable[[Callable[[int], None]], Coroutine[Any, Any, None]],
+) -> tuple[int, asyncio.Task[None]]:
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(start(port.set_result))
+    return await asyncio.wait_for(port, 60), task
 
 
-async def _demo(root: Path, count: int, say: Callable[[str], None]) -> int:
+async def _demo(root: Path, count: int, say: Say) -> int:
     token = secrets.token_urlsafe(24)
-    hub_port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    hub_task = asyncio.create_task(
-        serve_hub("127.0.0.1", 0, root / "hub.sqlite", token, ready=hub_port.set_result)
+    webhook_secret = secrets.token_urlsafe(24)
+    store = WooSimulator.generate(products=count, seed=7, variable_ratio=0.2)
+    store_port, store_task = await _listening(
+        lambda ready: serve_store(store, "127.0.0.1", 0, ready=ready)
     )
-    port = await asyncio.wait_for(hub_port, 10)
-    hub_url = f"http://127.0.0.1:{port}"
-    catalog, spool = root / "catalog", root / "spool"
-    catalog.mkdir()
+    hub_port, hub_task = await _listening(
+        lambda ready: serve_hub("127.0.0.1", 0, root / "hub.sqlite", token, ready=ready)
+    )
+    store_url, hub_url = f"http://127.0.0.1:{store_port}", f"http://127.0.0.1:{hub_port}"
+    shop = StoreSettings(
+        id="demo",
+        platform="woocommerce",
+        url=store_url,
+        secrets={
+            "consumer_key": Secret(store.consumer_key),
+            "consumer_secret": Secret(store.consumer_secret),
+            "webhook_secret": Secret(webhook_secret),
+        },
+        options={"api_prefix": "/wp-json/wc/v3", "per_page": 100, "verify_tls": True},
+    )
     config = Config(
         agent=AgentSettings(id="demo-agent", state_dir=root / "state", drain_timeout=10.0),
         hub=HubSettings(url=hub_url, token=Secret(token)),
         health=HealthSettings(listen=Listen("127.0.0.1", 0)),
-        stores=(
-            StoreSettings(
-                id="demo",
-                platform="jsondir",
-                url="file://" + str(catalog),
-                spool_dir=spool,
-                options={"catalog_dir": str(catalog)},
-            ),
-        ),
+        webhooks=WebhookSettings(listen=Listen("127.0.0.1", 0)),
+        stores=(shop,),
         source=root / "agent.toml",
     )
-    say(f"reference hub   {hub_url}  (SQLite {root / 'hub.sqlite'})")
+    say(f"WooCommerce store  {store_url}/wp-json/wc/v3  (simulator, {count} products)")
+    say(f"reference hub      {hub_url}")
     agent = Agent(config)
     ready = asyncio.Event()
     agent_task = asyncio.create_task(agent.run(ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    say(f"agent           health on http://127.0.0.1:{agent.health_port}/healthz")
-    async with httpx.AsyncClient(
-        base_url=hub_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as hub:
-        try:
-            await _scenario(hub, catalog, spool, count, say, agent)
-        finally:
-            agent.stop()
-            await agent_task
-            hub_task.cancel()
-            await asyncio.gather(hub_task, return_exceptions=True)
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        say(f"agent              health on http://127.0.0.1:{agent.health_port}/healthz")
+        async with (
+            httpx.AsyncClient(base_url=hub_url, timeout=10,
+                              headers={"Authorization": f"Bearer {token}"}) as hub,
+            httpx.AsyncClient(base_url=store_url, timeout=10) as control,
+            httpx.AsyncClient(timeout=30) as http,
+        ):  # fmt: skip
+            await _scenario(agent, config, hub, control, WooCommerce.from_settings(shop, http), say)
+    finally:
+        agent.stop()
+        await agent_task
+        for task in (hub_task, store_task):
+            task.cancel()
+        await asyncio.gather(hub_task, store_task, return_exceptions=True)
+        await store.close()
     say("agent stopped after draining its outbox; demo finished")
     return 0
 
 
 async def _scenario(
-    hub: httpx.AsyncClient,
-    catalog: Path,
-    spool: Path,
-    count: int,
-    say: Callable[[str], None],
     agent: Agent,
+    config: Config,
+    hub: httpx.AsyncClient,
+    control: httpx.AsyncClient,
+    woo: WooCommerce,
+    say: Say,
 ) -> None:
     started = time.monotonic()
-    for i in range(1, count + 1):
-        write_product(catalog, make_product(i))
-    write_spool(spool, [spool_event("product.created", str(i)) for i in range(1, count + 1)])
-    await _until(lambda: _hub_count(hub), lambda n: n == count, "the initial catalog")
-    elapsed = time.monotonic() - started
-    say(f"initial catalog {count} products shipped to the hub in {elapsed:.2f}s")
+    truth = (await control.get("/__sim/truth")).json()["products"]
+    live = sum(1 for d in truth if d["product"]["status"] != "trash")
+    await _until(lambda: _hub_count(hub), lambda n: n == live, "the import")
+    say(f"import             {live} products at the hub in {time.monotonic() - started:.2f}s")
+    async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+        run = await state.last_run("demo", "import")
+    if run is not None and run.report:
+        warnings = run.report["warnings"]
+        say(
+            f"import report      {run.report['imported']} imported in {run.report['pages']}"
+            f" page(s); {warnings['no_image']} without image, {warnings['no_price']} without"
+            f" price, {len(warnings['duplicate_sku'])} duplicate SKU(s)"
+        )
+    await _until(lambda: _true(agent.webhook_port), bool, "the webhook listener")
+    delivery = f"http://127.0.0.1:{agent.webhook_port}/webhooks/woocommerce/demo"
+    actions = await woo.register_webhooks(delivery)
+    say(f"webhooks           {len(actions)} registered in the store -> {delivery}")
 
     say("live changes made in the store:")
-    target = make_product(3)
-    cheaper = replace(target, price="9.99", sale_price="9.99", updated_at="2026-11-23T10:00:00Z")
-    await _change(hub, say, "price drop on product 3 (-> 9.99)", catalog, spool, cheaper,
-                  lambda p: p is not None and p["data"].get("price") == "9.99")  # fmt: skip
-    new = make_product(count + 1)
-    await _change(hub, say, f"new product {new.id}", catalog, spool, new,
+    first = str(truth[2]["product"]["id"])
+    sale = control.patch(f"/__sim/products/{first}", json={"sale_price": "9.99"})
+    await _change(hub, say, f"price drop on product {first} (sale 9.99)", sale, first,
+                  lambda p: p is not None and p["data"].get("sale_price") == "9.99")  # fmt: skip
+    lamp = {"name": "Demo Lamp", "type": "simple", "regular_price": "42.00", "sku": "DEMO-LAMP"}
+    created = await control.post("/__sim/products", json=lamp)
+    new_id = str(created.json()["id"])
+    await _change(hub, say, f"new product {new_id} ('Demo Lamp')", _done(), new_id,
                   lambda p: p is not None and not p["deleted"])  # fmt: skip
-    await _change(hub, say, "product 5 deleted", catalog, spool, ("5", None),
-                  lambda p: p is not None and p["deleted"])  # fmt: skip
-    last = make_product(7)
-    for n in range(1, 6):  # five quick edits: they coalesce, the hub ends with the last one
-        last = replace(make_product(7, revision=n), title=f"Edited title #{n}")
-        write_product(catalog, last)
-        write_spool(spool, spool_event("product.updated", "7"))
-    await _until(
-        lambda: _hub_product(hub, "7"),
-        lambda p: p is not None and p["data"]["title"] == "Edited title #5",
-        "the burst of edits",
-    )
-    say("  5 quick edits of product 7 -> hub holds the last one ('Edited title #5')")
-    assert agent.shipper is not None
+    trashed = str(truth[4]["product"]["id"])
+    await _change(hub, say, f"product {trashed} moved to the trash",
+                  control.delete(f"/__sim/products/{trashed}"), trashed,
+                  lambda p: p is not None and p["data"].get("status") == "archived")  # fmt: skip
+    burst = str(truth[6]["product"]["id"])
+    for n in range(1, 6):  # five quick saves: coalesced, the hub ends with the last one
+        await control.patch(f"/__sim/products/{burst}", json={"name": f"Edited title #{n}"})
+    await _change(hub, say, f"5 quick edits of product {burst}", _done(), burst,
+                  lambda p: p is not None and p["data"]["title"] == "Edited title #5")  # fmt: skip
     stats = (await hub.get("/v1/stats")).json()
-    say(
-        f"hub received {stats.get('items')} items in {stats.get('batches')} batches: "
-        f"{_fmt(stats.get('by_op', {}))}"
-    )
+    by_op = ", ".join(f"{v} {k}" for k, v in sorted(stats.get("by_op", {}).items()))
+    say(f"hub received       {stats.get('items')} items in {stats.get('batches')} batches: {by_op}")
+
+
+async def _done() -> None:
+    return None
+
+
+async def _true(value: Any) -> bool:
+    return bool(value)
 
 
 async def _change(
     hub: httpx.AsyncClient,
-    say: Callable[[str], None],
+    say: Say,
     what: str,
-    catalog: Path,
-    spool: Path,
-    change: Any,
+    action: Awaitable[Any],
+    product_id: str,
     arrived: Callable[[dict[str, Any] | None], bool],
 ) -> None:
     started = time.monotonic()
-    if isinstance(change, tuple):
-        product_id = change[0]
-        delete_product(catalog, product_id)
-        write_spool(spool, spool_event("product.deleted", product_id))
-    else:
-        product_id = change.id
-        write_product(catalog, change)
-        write_spool(spool, spool_event("product.updated", product_id))
+    await action
     await _until(lambda: _hub_product(hub, product_id), arrived, what)
     say(f"  {what}: at the hub after {(time.monotonic() - started) * 1000:.0f} ms")
 
@@ -191,17 +213,15 @@ async def _hub_product(hub: httpx.AsyncClient, product_id: str) -> dict[str, Any
     return doc
 
 
-async def _until(probe: Callable[[], Any], done: Callable[[Any], bool], what: str) -> None:
+async def _until(
+    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], what: str
+) -> None:
     deadline = time.monotonic() + WAIT_LIMIT
     while time.monotonic() < deadline:
         if done(await probe()):
             return
         await asyncio.sleep(0.05)
     raise DemoFailed(f"{what} did not reach the hub within {WAIT_LIMIT:.0f}s")
-
-
-def _fmt(counts: dict[str, int]) -> str:
-    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"
 
 
 if __name__ == "__main__":

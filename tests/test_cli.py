@@ -202,9 +202,12 @@ def test_demo_runs_end_to_end() -> None:
     lines: list[str] = []
     assert run_demo(products=40, out=lines.append) == 0
     text = "\n".join(lines)
-    assert "initial catalog 40 products shipped" in text
-    assert "price drop on product 3" in text
-    assert "hub holds the last one" in text
+    assert "import             40 products at the hub" in text
+    assert "import report      40 imported" in text
+    assert "webhooks           4 registered" in text
+    for change in ("price drop on product", "new product", "moved to the trash", "5 quick edits"):
+        assert change in text
+    assert "demo finished" in text
 
 
 def test_main_reports_config_errors_in_process(
