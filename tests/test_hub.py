@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import itertools
 import json
+import random
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
+import msgpack
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from bridge_agent import wire
+from bridge_agent.hub import app as hub_app
 from bridge_agent.hub import db as hub_db
-from bridge_agent.hub import make_app, serve
+from bridge_agent.hub import ingest, make_app, serve
+from bridge_agent.model import Category, Image, Product, Rating, Variant
 from bridge_agent.sync.hashing import content_hash
 from bridge_agent.sync.patch import diff
+from bridge_agent.testing.catalog import make_product
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -590,6 +599,319 @@ async def test_database_is_wal_and_refuses_a_newer_schema(tmp_path: Path) -> Non
         await hub_db.HubDB.open(path)
 
 
+def raw_rows(path: Path) -> list[tuple[Any, ...]]:
+    """(id, typeof(data), data) of every product, read past the hub with sqlite3."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT id, typeof(data), data FROM products ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_product_data_is_stored_as_msgpack(client: Client, db_path: Path) -> None:
+    v1, v2 = product("1", tags=["a", "b"], extra={"n": 1}), product("1", brand="Acme")
+    await send(client, upsert(1, v1), delete(2, "2"))
+    await send(client, patch(3, v1, v2))
+    rows = raw_rows(db_path)
+    assert [(pid, kind) for pid, kind, _ in rows] == [("1", "blob"), ("2", "blob")]
+    assert msgpack.unpackb(rows[0][2]) == v2
+    assert msgpack.unpackb(rows[1][2]) == {}  # the tombstone of a product never seen
+
+
+async def test_data_stored_as_json_text_is_still_read_and_patched(
+    client: Client, db_path: Path
+) -> None:
+    # A hub database written before the data was msgpack keeps JSON text in `data`.
+    v1, v2, other = product("1", sku="S-1"), product("1", sku="S-1", brand="Acme"), product("2")
+    await send(client, upsert(1, v1), upsert(2, other))
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.executemany(
+            "UPDATE products SET data = ? WHERE id = ?",
+            [(json.dumps(v1), "1"), (json.dumps(other), "2")],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    assert [kind for _, kind, _ in raw_rows(db_path)] == ["text", "text"]
+    assert (await stored(client, "1") or {})["data"] == v1
+    assert await statuses(client, patch(3, v1, v2), delete(4, "2")) == ["ok", "ok"]
+    assert (await stored(client, "1") or {})["data"] == v2
+    assert (await stored(client, "2") or {})["data"] == other  # a delete keeps the data
+    assert [kind for _, kind, _ in raw_rows(db_path)] == ["blob", "text"]
+
+
+async def test_patches_in_one_batch_unpack_the_stored_base_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    v1, v2, v3 = product("1"), product("1", brand="Acme"), product("1", brand="Other")
+    unpacked: list[bytes | str] = []
+    real = ingest.unpack_data
+
+    def counting(packed: bytes | str) -> dict[str, Any]:
+        unpacked.append(packed)
+        return real(packed)
+
+    monkeypatch.setattr(ingest, "unpack_data", counting)
+    wrong = wire.Item(
+        seq=1, store="main", id="1", op="patch", hash=content_hash(v3), base=content_hash(v1),
+        data=diff(v1, v2), observed_at=1, source="poll",
+    )  # fmt: skip
+    batch = wire.Batch(1, AGENT, "b", 1, (wrong, patch(2, v1, v2), patch(3, v2, v3)))
+    stored_row = ingest.Stored(content_hash(v1), False, ingest.pack_data(v1))
+    plan = ingest.plan_batch(batch, {("main", "1"): stored_row}, {}, 1)
+    assert [r.status for r in plan.results] == ["need_full", "ok", "ok"]
+    assert len(unpacked) == 1  # the failed patch unpacked it; the next ones reused the dict
+    [row] = plan.products
+    assert (row[2], msgpack.unpackb(row[3]), row[7]) == (content_hash(v3), v3, 3)
+
+
+def test_data_that_msgpack_cannot_carry_is_rejected_not_stored() -> None:
+    # Over the wire this cannot arrive (msgpack has no integers beyond 64 bits), but plan_batch
+    # is pure and callable with anything: the JSON hash takes it, the stored form cannot.
+    data = product("1", extra={"big": 2**70})
+    batch = wire.Batch(1, AGENT, "b", 1, (upsert(1, data),))
+    plan = ingest.plan_batch(batch, {}, {}, 1)
+    [result] = plan.results
+    assert (result.status, plan.products) == ("rejected", [])
+    assert result.reason is not None
+    assert result.reason.startswith("data cannot be stored")
+
+
+# -- what a valid product is (ingest.invalid_product, invalid_patch) -----------------------------
+
+FULL_PRODUCT = Product(
+    id="7",
+    title="Everything",
+    sku="SKU-7",
+    slug="everything",
+    url="https://shop.example/p/7?v=3",
+    status="draft",
+    description_html="<p>all</p>",
+    short_description_html="<p>a</p>",
+    seo_title="Everything",
+    seo_description="All the fields",
+    price="9.90",
+    regular_price="12.00",
+    sale_price="9.90",
+    currency="EUR",
+    tax_included=False,
+    availability="BackOrder",
+    stock_quantity=0,
+    categories=(Category("c1", "Tops", ("Clothing", "Tops")), Category("c2", "Sale")),
+    tags=("a", "b"),
+    images=(Image("i1", "https://shop.example/i1.jpg?ver=2", "front", 0), Image("i2", "x")),
+    variants=(
+        Variant(
+            id="7-s",
+            sku="SKU-7-S",
+            title="S",
+            options=(("Size", "S"), ("Colour", "Red")),
+            price="9.90",
+            regular_price="12.00",
+            sale_price="9.90",
+            availability="PreOrder",
+            stock_quantity=4,
+            image_id="i1",
+            gtin="0123",
+        ),
+        Variant(id="7-m"),
+    ),
+    rating=Rating("4.50", 12),
+    brand="Acme",
+    gtin="4006381333931",
+    language="de",
+    updated_at="2026-01-01T00:00:00Z",
+    extra={"anything": [1, 2.5, None, {"nested": True}]},
+).to_dict()
+
+VALID = [
+    pytest.param(FULL_PRODUCT, id="every-field"),
+    pytest.param({"id": "1", "title": "T"}, id="minimal"),
+    pytest.param(
+        {"id": "1", "title": "T", "sku": None, "stock_quantity": None, "availability": None},
+        id="explicit-nulls",
+    ),
+    pytest.param({"id": "1", "title": "T", "tags": [], "categories": (), "extra": {}}, id="empty"),
+    *(pytest.param(make_product(i).to_dict(), id=f"catalog-{i}") for i in range(12)),
+]
+
+
+@pytest.mark.parametrize("data", VALID)
+def test_canonical_products_are_valid(data: dict[str, Any]) -> None:
+    Product.from_dict(data)  # the model agrees
+    assert ingest.invalid_product(data, data["id"]) is None
+    assert ingest._product_surely_valid(data)  # and the fast path says so without the checks
+    assert ingest.invalid_product(MappingProxyType(data), data["id"]) is None  # any Mapping
+
+
+T = {"id": "1", "title": "T"}
+
+# Everything Product.from_dict refuses, with the reason the hub gives.
+REFUSED_BY_THE_MODEL = [
+    ({**T, "colour": "red", "size": 1}, "unknown product field(s): colour, size"),
+    ({"id": "1"}, "missing field 'title'"),
+    ({"title": "T"}, "missing field 'id'"),
+    ({**T, "categories": [{"name": "Men"}]}, "categories[0]: missing field 'id'"),
+    ({**T, "categories": [{"id": "c"}]}, "categories[0]: missing field 'name'"),
+    ({**T, "categories": ["Men"]}, "categories[0]: expected a map, got a string"),
+    ({**T, "categories": None}, "categories: expected a list, got null"),
+    ({**T, "tags": None}, "tags: expected a list, got null"),
+    ({**T, "images": [{"id": "i"}]}, "images[0]: missing field 'src'"),
+    ({**T, "images": [{"id": "i", "src": "s", "w": 1}]}, "images[0]: unknown image field(s): w"),
+    ({**T, "variants": [{"sku": "x"}]}, "variants[0]: missing field 'id'"),
+    ({**T, "variants": ["v"]}, "variants[0]: expected a map, got a string"),
+    ({**T, "variants": [{"id": "v", "c": 1}]}, "variants[0]: unknown variant field(s): c"),
+    (
+        {**T, "variants": [{"id": "v", "options": [1]}]},
+        "variants[0].options[0]: expected a list of 2, got an integer",
+    ),
+    ({**T, "rating": {"average": "4.5"}}, "rating: missing field 'count'"),
+    ({**T, "rating": {"average": "4", "count": 1, "of": 5}}, "rating: unknown rating field(s): of"),
+    ({**T, "rating": "4.5"}, "rating: expected a map, got a string"),
+    ({**T, "rating": None}, "rating: expected a map, got null"),
+    ({**T, "extra": 5}, "extra: expected a map, got an integer"),
+]
+
+# What the model's types exclude but from_dict lets through (dataclasses do not check types).
+REFUSED_BY_THE_TYPES = [
+    ({**T, "price": 12.5}, "price: expected a string or null, got a float"),
+    ({"id": "1", "title": 5}, "title: expected a string, got an integer"),
+    ({**T, "status": "published"}, "status: 'published' is not one of active, draft, archived"),
+    ({**T, "status": None}, "status: None is not one of active, draft, archived"),
+    ({**T, "availability": "Sold"}, "availability: 'Sold' is not one of InStock, OutOfStock"),
+    ({**T, "stock_quantity": True}, "stock_quantity: expected an integer or null, got a boolean"),
+    ({**T, "stock_quantity": "5"}, "stock_quantity: expected an integer or null, got a string"),
+    ({**T, "tax_included": 1}, "tax_included: expected a boolean or null, got an integer"),
+    ({**T, "tags": "abc"}, "tags: expected a list, got a string"),
+    ({**T, "tags": ["a", 1]}, "tags[1]: expected a string, got an integer"),
+    ({**T, "categories": [{"id": "c", "name": "N", "x": 1}]}, "unknown category field(s): x"),
+    ({**T, "categories": [{"id": "c", "name": "N", "path": "N"}]}, "categories[0].path: expected"),
+    ({**T, "variants": [{"id": "v", "availability": "x"}]}, "variants[0].availability: 'x' is not"),
+    (
+        {**T, "variants": [{"id": "v", "options": [["Size", "M", "x"]]}]},
+        "variants[0].options[0]: expected a list of 2, got a list of 3",
+    ),
+    (
+        {**T, "variants": [{"id": "v", "options": [["Size", 1]]}]},
+        "variants[0].options[0][1]: expected a string, got an integer",
+    ),
+    ({**T, "images": [{"id": "i", "src": "s", "position": "0"}]}, "images[0].position: expected"),
+    ({**T, "rating": {"average": "4.5", "count": "12"}}, "rating.count: expected an integer"),
+    ({**T, "extra": [["a", 1]]}, "extra: expected a map, got a list"),
+    ({**T, "status": "x" * 200}, "status: 'xxxxxxxx"),  # long values are cut in the reason
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), REFUSED_BY_THE_MODEL)
+def test_what_the_model_refuses_the_hub_refuses(data: dict[str, Any], reason: str) -> None:
+    with pytest.raises((TypeError, ValueError, KeyError)):
+        Product.from_dict(data)
+    assert ingest.invalid_product(data, "1") == f"invalid product: {reason}"
+    assert not ingest._product_surely_valid(data)
+
+
+@pytest.mark.parametrize(("data", "reason"), REFUSED_BY_THE_TYPES)
+def test_what_the_model_types_exclude_the_hub_refuses(data: dict[str, Any], reason: str) -> None:
+    Product.from_dict(data)  # lets it through
+    problem = ingest.invalid_product(data, "1")
+    assert problem is not None
+    assert problem.startswith("invalid product: ")
+    assert reason in problem
+    assert len(problem) < 200
+    assert not ingest._product_surely_valid(data)
+
+
+def test_every_nested_value_of_a_valid_product_is_checked() -> None:
+    # Break each leaf of FULL_PRODUCT in turn (a scalar becomes a list): the hub must refuse
+    # every one of them, in the fast path and in the checks, and name where it is.
+    def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k != "extra":  # any JSON goes in extra
+                    yield from leaves(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from leaves(v, (*path, i))
+        else:
+            yield path
+
+    paths = list(leaves(FULL_PRODUCT))
+    assert len(paths) > 50
+    for path in paths:
+        broken = json.loads(json.dumps(FULL_PRODUCT))
+        target = broken
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = [target[path[-1]]]
+        assert not ingest._product_surely_valid(broken), path
+        problem = ingest.invalid_product(broken, "7")
+        assert problem is not None, path
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        assert problem.startswith(f"invalid product: {where}: "), (path, problem)
+
+
+def test_the_fast_path_and_the_checks_agree_on_random_damage() -> None:
+    # The generated fast path only answers "surely valid?"; the checks explain. Where the fast
+    # path says yes the checks must find nothing, and the other way round for dicts.
+    rng = random.Random(11)
+    junk: list[Any] = [None, 0, 1.5, True, "s", [], ["s"], [["a", "b"]], {}, {"id": "x"}]
+    samples = [FULL_PRODUCT, *(make_product(i).to_dict() for i in range(20))]
+    outcomes: Counter[bool] = Counter()
+    for _ in range(3000):
+        data = json.loads(json.dumps(rng.choice(samples)))
+        for _ in range(rng.randint(1, 2)):
+            target = data
+            while True:  # walk down to a random container
+                keys = list(target) if isinstance(target, dict) else list(range(len(target)))
+                if not keys:
+                    break
+                key = rng.choice(keys)
+                if isinstance(target[key], dict | list) and rng.random() < 0.6:
+                    target = target[key]
+                    continue
+                if isinstance(target, dict) and rng.random() < 0.2:
+                    del target[key]
+                elif isinstance(target, dict) and rng.random() < 0.1:
+                    target[rng.choice(["colour", "id", "name", "src", "count"])] = "x"
+                else:
+                    target[key] = rng.choice(junk)
+                break
+        checks = ingest._PRODUCT.fields(data) or ingest._PRODUCT.missing(data)
+        assert ingest._product_surely_valid(data) == (checks is None), (data, checks)
+        outcomes[checks is None] += 1
+    assert min(outcomes.values()) > 300  # both answers were exercised
+
+
+async def test_patch_setting_a_field_to_a_wrong_type_is_rejected(client: Client) -> None:
+    v1 = product("1")
+    await send(client, upsert(1, v1))
+    [result] = await send(client, patch(2, v1, {**v1, "price": 12.5}))
+    assert (result.status, result.reason) == (
+        "rejected",
+        "invalid product: price: expected a string or null, got a float",
+    )
+    [result] = await send(client, patch(3, v1, {"id": "1", "price": "10.00"}))  # unsets title
+    assert (result.status, result.reason) == ("rejected", "invalid product: missing field 'title'")
+    other_id = {**v1, "id": "2"}
+    [result] = await send(client, dataclasses.replace(patch(4, v1, other_id), id="1"))
+    assert (result.status, result.reason) == (
+        "rejected",
+        "invalid product: data.id '2' is not the item id '1'",
+    )
+    assert (await stored(client, "1") or {})["data"] == v1
+
+
+def test_a_patch_is_checked_on_the_fields_it_sets() -> None:
+    # The base was checked when it was stored; what the patch sets is checked now.
+    patched = {**T, "price": "1.00"}
+    assert ingest.invalid_patch({"set": {"price": "1.00"}}, patched, "1") is None
+    assert ingest.invalid_patch({"unset": ["sku"]}, T, "1") is None
+    assert "unknown product field(s): colour" in str(
+        ingest.invalid_patch({"set": {"colour": "red"}}, {**T, "colour": "red"}, "1")
+    )
+
+
 # -- inspection paging ---------------------------------------------------------------------------
 
 
@@ -835,3 +1157,18 @@ async def test_serve_binds_a_free_port_and_stops_on_cancel(db_path: Path) -> Non
         assert resp.status == 200
         assert wire.decode_feed(await resp.read()).optimizations == ()
         resp.release()
+
+
+async def test_serve_collects_garbage_less_often_and_restores_the_thresholds(
+    db_path: Path,
+) -> None:
+    before = gc.get_threshold()
+    seen: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(
+        serve("127.0.0.1", 0, db_path, TOKEN, ready=lambda _: seen.set_result(gc.get_threshold()))
+    )
+    assert await asyncio.wait_for(seen, 5) == (hub_app.GC_THRESHOLD, *before[1:])
+    server.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await server
+    assert gc.get_threshold() == before
