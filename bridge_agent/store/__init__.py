@@ -407,21 +407,26 @@ class StateStore:
 
     def _settle(self, settlements: Sequence[Settlement], error: str | None) -> None:
         now = now_ms()
+        acked = [s for s in settlements if s.outcome == "ok"]
         with self._write() as db:
+            # The hub holds `hash` now, even if the row was re-dirtied meanwhile: the next patch
+            # must be computed against what the hub really has. While the mirror still holds
+            # what was sent (the usual case), the base is the current data: record only the
+            # hash (acked_data NULL, see schema.py). The common case goes in two statements.
+            db.executemany(
+                "UPDATE mirror SET acked_hash=?1, acked_data=CASE WHEN hash IS ?1"
+                " THEN NULL ELSE ?2 END WHERE store=?3 AND id=?4",
+                [(s.hash, s.data, s.store, s.id) for s in acked],
+            )
+            db.executemany(
+                "DELETE FROM outbox WHERE store=? AND id=? AND seq=?",
+                [(s.store, s.id, s.seq) for s in acked],
+            )
             for s in settlements:
                 key = (s.store, s.id)
                 if s.outcome == "ok":
-                    # The hub holds `hash` now, even if the row was re-dirtied meanwhile: the
-                    # next patch must be computed against what the hub really has.
-                    # While the mirror still holds what was sent (the usual case), the base is
-                    # the current data: record only the hash (acked_data NULL, see schema.py).
-                    db.execute(
-                        "UPDATE mirror SET acked_hash=?1, acked_data=CASE WHEN hash IS ?1"
-                        " THEN NULL ELSE ?2 END WHERE store=?3 AND id=?4",
-                        (s.hash, s.data, *key),
-                    )
-                    db.execute("DELETE FROM outbox WHERE store=? AND id=? AND seq=?", (*key, s.seq))
-                elif s.outcome == "need_full":
+                    continue
+                if s.outcome == "need_full":
                     db.execute(
                         "UPDATE mirror SET acked_hash=NULL, acked_data=NULL WHERE store=? AND id=?",
                         key,
@@ -452,7 +457,7 @@ class StateStore:
                         " WHERE store=? AND id=? AND seq=?",
                         (s.reason or error, *key, s.seq),
                     )
-            if any(s.outcome == "ok" for s in settlements):
+            if acked:
                 self._meta_set(db, "last_shipment_at", str(now))
 
     async def stats(self) -> OutboxStats:
