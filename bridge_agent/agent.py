@@ -50,6 +50,7 @@ from bridge_agent.server import AgentView, StoreView, make_app, serve
 from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
 from bridge_agent.sources import StoreContext
 from bridge_agent.sources.hints import HintWorker
+from bridge_agent.sources.images import ImageChecker
 from bridge_agent.sources.importer import Importer
 from bridge_agent.sources.poller import Poller
 from bridge_agent.sources.reconcile import Reconciler
@@ -255,7 +256,12 @@ class Agent:
         ctx = StoreContext(
             store.id, platform, self._state, self.shipper.nudge, self.metrics, health
         )
-        importer = Importer(ctx, store=store, build_platform=self._build_platform)
+        importer = Importer(
+            ctx,
+            store=store,
+            build_platform=self._build_platform,
+            images=lambda: ImageChecker(self._client(timeout=10.0)),
+        )
         hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
         reconciler = Reconciler(
             ctx,

@@ -142,6 +142,12 @@ async def _scenario(
             f" page(s); {warnings['no_image']} without image, {warnings['no_price']} without"
             f" price, {len(warnings['duplicate_sku'])} duplicate SKU(s)"
         )
+        images = warnings.get("images")
+        if images:
+            say(
+                f"                   {images['checked']} main image URL(s) checked:"
+                f" {images['unreachable']} unreachable, {images['oversized']} over 2 MB"
+            )
     await _until(lambda: _true(agent.webhook_port), bool, "the webhook listener")
     delivery = f"http://127.0.0.1:{agent.webhook_port}/webhooks/woocommerce/demo"
     actions = await woo.register_webhooks(delivery)

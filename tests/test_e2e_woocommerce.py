@@ -190,6 +190,15 @@ async def test_import_under_faults_matches_the_store(
     differing = [pid for pid, data in expected.items() if live[pid]["data"] != data]
     assert not differing, f"{len(differing)} products differ, e.g. {differing[:3]}"
     assert any(p.get("variants") for p in expected.values())  # variations were in the test
+    async with StateStore.open(tmp_path / "state", read_only=True) as state:
+        run = await state.last_run("main", "import")
+    assert run is not None and run.report is not None
+    images = run.report["warnings"]["images"]
+    with_image = sum(1 for p in expected.values() if p.get("images"))
+    assert images["checked"] <= with_image
+    assert images["checked"] >= with_image * 0.9  # shared images are checked once
+    assert images["unreachable"] + images["oversized"] > 0
+    assert all("HTTP 404" in e["problem"] or "MB" in e["problem"] for e in images["examples"])
 
 
 # -- webhooks, polling, reconciliation -------------------------------------------------------

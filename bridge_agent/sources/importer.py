@@ -31,6 +31,7 @@ from bridge_agent.errors import PlatformError
 from bridge_agent.model import Change, Product
 from bridge_agent.platforms import Platform
 from bridge_agent.sources import StoreContext, StoreSource
+from bridge_agent.sources.images import ImageChecker
 from bridge_agent.store import Run, now_ms
 from bridge_agent.sync.retry import Backoff
 
@@ -60,6 +61,15 @@ def thaw(store: StoreSettings, frozen: dict[str, Any]) -> StoreSettings:
     )
 
 
+def _image_summary(images: dict[str, Any] | None) -> str:
+    if not images:
+        return ""
+    return (
+        f"; {images['checked']} image URL(s) checked: {images['unreachable']} unreachable,"
+        f" {images['oversized']} over 2 MB"
+    )
+
+
 def warnings_of(product: Product) -> list[str]:
     out = []
     if not product.images:
@@ -78,8 +88,10 @@ class Importer(StoreSource):
         *,
         store: StoreSettings,
         build_platform: Callable[[StoreSettings], Platform],
+        images: Callable[[], ImageChecker] | None = None,
     ) -> None:
         super().__init__(ctx)
+        self._images = images  # makes one image checker per run; None: no image checks
         self.store = store
         self._build = build_platform  # runs use their frozen settings, not ctx.platform's
         self._backoff = Backoff(base=2.0, cap=300.0)
@@ -124,6 +136,25 @@ class Importer(StoreSource):
         done = run.done
         if resume is not None:
             log.info("run_resumed", store=self.store.id, run=run.id, at=resume, done=done)
+        images = self._images() if self._images is not None else None
+        try:
+            done = await self._walk(run, platform, resume, done, checkpoint, images)
+            if images is not None:
+                checkpoint["images"] = (await images.finish()).as_dict()
+        finally:
+            if images is not None:
+                await images.cancel()
+        await self._finish(run, checkpoint, done)
+
+    async def _walk(
+        self,
+        run: Run,
+        platform: Platform,
+        resume: str | None,
+        done: int,
+        checkpoint: dict[str, Any],
+        images: ImageChecker | None,
+    ) -> int:
         async for page in platform.catalog(resume):
             changes = [Change(self.store.id, p.id, p, "import", now_ms()) for p in page.products]
             for product in page.products:
@@ -137,7 +168,9 @@ class Importer(StoreSource):
             )
             self._metrics.inc("bridge_import_products_total", len(page.products))
             self.recorded(queued, "import")
-        await self._finish(run, checkpoint, done)
+            if images is not None:  # the main image of each product (see images.py)
+                await images.submit(p.images[0].src for p in page.products if p.images)
+        return done
 
     async def _finish(self, run: Run, checkpoint: dict[str, Any], done: int | None = None) -> None:
         duplicates = await self._state.duplicate_skus(self.store.id)
@@ -148,6 +181,7 @@ class Importer(StoreSource):
                 "no_image": checkpoint.get("no_image", 0),
                 "no_price": checkpoint.get("no_price", 0),
                 "duplicate_sku": [{"sku": sku, "products": n} for sku, n in duplicates],
+                "images": checkpoint.get("images"),
             },
         }
         await self._state.finish_run(run.id, report=report)
@@ -155,7 +189,7 @@ class Importer(StoreSource):
             f"{run.kind} run {run.id} finished: {report['imported']} product(s),"
             f" {report['warnings']['no_image']} without image,"
             f" {report['warnings']['no_price']} without price,"
-            f" {len(duplicates)} duplicate SKU(s)",
+            f" {len(duplicates)} duplicate SKU(s)" + _image_summary(checkpoint.get("images")),
             store=self.store.id,
         )
         log.info("run_finished", store=self.store.id, run=run.id, **report)

@@ -15,7 +15,7 @@ from ssl import SSLContext
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bridge_agent.simulators.woocommerce import control, rest, rest_webhooks
+from bridge_agent.simulators.woocommerce import control, rest, rest_webhooks, uploads
 from bridge_agent.simulators.woocommerce.auth import Presented
 from bridge_agent.simulators.woocommerce.model import WooError, encode
 from bridge_agent.simulators.woocommerce.sim import WooSimulator
@@ -46,6 +46,7 @@ def make_app(sim: WooSimulator) -> web.Application:
     app[rest.SIM] = sim
     rest.add_routes(app)
     control.add_routes(app)
+    uploads.add_routes(app)
     rest_webhooks.add_routes(app)  # last: it ends with the catch-all rest_no_route
 
     async def close(_: web.Application) -> None:

@@ -1,0 +1,125 @@
+"""Image URL checks for the import report: does each image answer, and is it at most 2 MB?
+
+Search engines and the hub fetch product images; a broken link or a camera original of several
+megabytes is worth a warning in the import report (Connectif and Sales Layer both flag them). The
+check is a HEAD request (a GET whose body is not read when the server refuses HEAD), with bounded
+concurrency and a short timeout, so a slow image host cannot stall anything: the importer runs
+the checks beside the page walk and waits for them only at the end of the run. Only each
+product's main image is checked: it is the one search engines and feeds show, and checking every
+gallery image would multiply the requests to the image host.
+
+The results are warnings, not state: checks still running when the agent stops are simply not
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import httpx
+
+MAX_IMAGE_BYTES = 2 * 1024 * 1024
+EXAMPLES = 20  # problems listed by URL in the report; the rest are counted
+
+
+@dataclass
+class ImageReport:
+    checked: int = 0
+    unreachable: int = 0
+    oversized: int = 0
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "checked": self.checked,
+            "unreachable": self.unreachable,
+            "oversized": self.oversized,
+            "examples": list(self.examples),
+        }
+
+
+class ImageChecker:
+    """Checks image URLs with a few workers; `report` fills in as checks finish.
+
+    Memory stays bounded whatever the catalog size: URLs wait in a bounded queue (a full queue
+    makes `submit` wait, so a slow image host slows the import a little rather than growing a
+    backlog), and the set of URLs already seen is the only thing that grows with the catalog.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        concurrency: int = 8,
+        max_bytes: int = MAX_IMAGE_BYTES,
+        timeout: float = 10.0,
+        queue_size: int = 1000,
+    ) -> None:
+        self._http = http
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self._seen: set[str] = set()
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._workers = [asyncio.create_task(self._work()) for _ in range(concurrency)]
+        self.report = ImageReport()
+
+    async def submit(self, urls: Iterable[str]) -> None:
+        """Queue these URLs for checking (each URL once per run)."""
+        for url in urls:
+            if url in self._seen or not url.startswith(("http://", "https://")):
+                continue
+            self._seen.add(url)
+            await self._queue.put(url)
+
+    async def finish(self) -> ImageReport:
+        """Wait until every queued URL is checked."""
+        await self._queue.join()
+        return self.report
+
+    async def cancel(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while True:
+            url = await self._queue.get()
+            try:
+                await self._check(url)
+            finally:
+                self._queue.task_done()
+
+    async def _check(self, url: str) -> None:
+        problem = await self._probe(url)
+        report = self.report
+        report.checked += 1
+        if problem is None:
+            return
+        kind, detail = problem
+        if kind == "oversized":
+            report.oversized += 1
+        else:
+            report.unreachable += 1
+        if len(report.examples) < EXAMPLES:
+            report.examples.append({"url": url, "problem": detail})
+
+    async def _probe(self, url: str) -> tuple[str, str] | None:
+        try:
+            response = await self._http.head(url, timeout=self._timeout, follow_redirects=True)
+            if response.status_code in (405, 501):  # HEAD refused: read the headers of a GET
+                async with self._http.stream(
+                    "GET", url, timeout=self._timeout, follow_redirects=True
+                ) as streamed:
+                    response = streamed
+        except httpx.TimeoutException:
+            return "unreachable", "no answer within the timeout"
+        except httpx.HTTPError as exc:
+            return "unreachable", f"cannot connect ({type(exc).__name__})"
+        if response.status_code >= 400:
+            return "unreachable", f"HTTP {response.status_code}"
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self._max_bytes:
+            return "oversized", f"{int(length) / 1048576:.1f} MB (over 2 MB)"
+        return None
