@@ -371,3 +371,35 @@ concurrency = 4
         await woo.http.aclose()
         sim_task.cancel()
         await asyncio.gather(sim_task, return_exceptions=True)
+
+
+async def test_agent_registers_its_webhooks_and_revives_disabled_ones(
+    tmp_path: Path, woo: Sim, adapter: WooCommerce, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge_agent import agent as agent_module  # noqa: PLC0415 - to shorten its beat
+
+    monkeypatch.setattr(agent_module, "STORE_CHECK_INTERVAL", 0.2)
+    delivery = "http://127.0.0.1:9/webhooks/woocommerce/main"  # never answers: deliveries fail
+    async with StateStore.open(tmp_path / "state") as state:
+        health = Health("store:main")
+        task = asyncio.create_task(
+            agent_module._check_store(adapter, health, state, "main", delivery)
+        )
+        try:
+
+            async def registered() -> bool:
+                return sum("created" in e.message for e in await state.events()) >= 3
+
+            await wait_for(registered, 20, "webhook registration")
+            hooks = [h for h in woo.sim.webhooks.webhooks.values() if h.delivery_url == delivery]
+            hooks[0].status = "disabled"  # WooCommerce gave up after failed deliveries
+
+            async def revived() -> bool:
+                return any("activated" in e.message for e in await state.events())
+
+            await wait_for(revived, 20, "re-activation")
+            assert hooks[0].status == "active"
+            assert not health.failing
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
