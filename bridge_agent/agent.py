@@ -124,6 +124,7 @@ class Agent:
         self._webhook_routes: dict[str, WebhookRoute] = {}
         self._importers: dict[str, Importer] = {}
         self.webhook_port: int | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
         self.metrics.counter("bridge_config_reloads_total", "Configuration reloads, by outcome.")
 
     # -- control (signal-safe) -----------------------------------------------------------------
@@ -183,8 +184,7 @@ class Agent:
                     "server:health", serve(app, listen.host, listen.port, bound=on_bound)
                 )
                 work = [self._spawn("shipper", shipper.run())]
-                if any(s.active and "webhook_secret" in s.secrets for s in cfg.stores):
-                    work.append(self._spawn("server:webhooks", self._serve_webhooks(state)))
+                self._ensure_webhook_listener(cfg)
                 for store in cfg.stores:
                     self._start_store(store, built.get(store.id))
                 await bound.wait()
@@ -205,6 +205,8 @@ class Agent:
                 self.notifier.stopping()
                 reloader.cancel()
                 sources = [t for s in self._stores.values() for t in s.tasks]
+                if self._webhook_task is not None:
+                    sources.append(self._webhook_task)
                 for task in [*work, *sources]:
                     task.cancel()
                 await asyncio.gather(*work, *sources, reloader, return_exceptions=True)
@@ -289,6 +291,12 @@ class Agent:
         entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
         self._webhook_routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
         self._importers[store.id] = importer
+
+    def _ensure_webhook_listener(self, cfg: Config) -> None:
+        """Bind the webhook listener once an active store can verify webhooks (start or reload)."""
+        wanted = any(s.active and "webhook_secret" in s.secrets for s in cfg.stores)
+        if wanted and self._webhook_task is None:
+            self._webhook_task = self._spawn("server:webhooks", self._serve_webhooks(self._state))
 
     async def _serve_webhooks(self, state: StateStore) -> None:
         listen = self.config.webhooks.listen
@@ -411,6 +419,7 @@ class Agent:
                 await self._stop_store(store_id)
             self._start_store(settings, built.get(store_id))
             log.info("store_configured", store=store_id, active=settings.active)
+        self._ensure_webhook_listener(new)
 
     # -- supervision ---------------------------------------------------------------------------
 

@@ -139,7 +139,8 @@ async def _scenario(
         warnings = run.report["warnings"]
         say(
             f"import report      {run.report['imported']} imported in {run.report['pages']}"
-            f" page(s); {warnings['no_image']} without image, {warnings['no_price']} without"
+            f" page(s), {run.report['failed']} failed; {warnings['no_image']} without image,"
+            f" {warnings['no_price']} without"
             f" price, {len(warnings['duplicate_sku'])} duplicate SKU(s)"
         )
         images = warnings.get("images")

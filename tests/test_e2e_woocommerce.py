@@ -30,13 +30,14 @@ import pytest
 
 from bridge_agent.agent import Agent
 from bridge_agent.config import Listen, Secret, StoreSettings, WebhookSettings
-from bridge_agent.errors import StateStoreError
+from bridge_agent.errors import ConfigError, PlatformUnavailable, StateStoreError
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms.woocommerce import WooCommerce
 from bridge_agent.platforms.woocommerce.mapping import MappingOptions, map_product
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
 from bridge_agent.sources import StoreContext
+from bridge_agent.sources.importer import Importer
 from bridge_agent.sources.poller import STREAM, Poller
 from bridge_agent.sources.reconcile import Reconciler
 from bridge_agent.store import StateStore
@@ -403,3 +404,46 @@ async def test_agent_registers_its_webhooks_and_revives_disabled_ones(
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_product_the_store_cannot_serve_is_reported_not_fatal(
+    tmp_path: Path, woo: Sim, adapter: WooCommerce
+) -> None:
+    truth = await woo.truth()
+    broken = next(
+        d["product"]["id"] for d in truth if d["product"]["type"] == "variable" and d["variations"]
+    )
+    real = adapter._variations
+
+    async def corrupt(product_id: Any) -> Any:  # one product whose endpoint fails for good
+        if product_id == broken:
+            raise PlatformUnavailable("WooCommerce answered 500 for /products/N/variations")
+        return await real(product_id)
+
+    adapter._variations = corrupt  # type: ignore[method-assign]
+    async with StateStore.open(tmp_path / "state") as state:
+        ctx = StoreContext("main", adapter, state, lambda: None, Metrics(), Health("store:main"))
+        importer = Importer(ctx, store=woo.settings(), build_platform=lambda s: adapter)
+        await importer.start_first_import()
+        (run,) = await state.open_runs("main")
+        await importer.execute(run)
+        done = await state.last_run("main", "import")
+        events = await state.events(limit=200)
+    assert done is not None and done.state == "done" and done.report is not None
+    assert done.report["failed"] == 1
+    (failure,) = done.report["failures"]
+    assert failure == {"product": str(broken), "status": 500, "message": failure["message"]}
+    assert any(e.product == str(broken) and e.status == 500 for e in events)
+
+
+async def test_webhook_url_without_a_secret_is_a_configuration_error(woo: Sim) -> None:
+    settings = woo.settings(
+        secrets={
+            "consumer_key": Secret(woo.sim.consumer_key),
+            "consumer_secret": Secret(woo.sim.consumer_secret),
+        },
+        options={"webhook_url": "https://agent.example.com/webhooks/woocommerce/main"},
+    )
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(ConfigError, match="webhook_url needs a webhook_secret"):
+            WooCommerce.from_settings(settings, http)

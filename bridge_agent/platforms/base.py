@@ -26,12 +26,22 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """A product listed on a page that could not be read (the rest of the page could)."""
+
+    product_id: str
+    message: str  # what the store answered, for the import report
+    status: int | None = None  # the HTTP status, when there was one
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogPage:
     """One page of the full catalog and the opaque token to resume after it (None: last page)."""
 
     products: Sequence[Product]
     next_token: str | None
     total: int | None = None  # products in the whole catalog, when the platform says
+    failures: Sequence[ItemFailure] = ()
 
 
 @dataclass(frozen=True, slots=True)

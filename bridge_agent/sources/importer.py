@@ -38,6 +38,7 @@ from bridge_agent.sync.retry import Backoff
 log = structlog.get_logger("bridge_agent.importer")
 
 MAX_FAILURES = 8
+MAX_FAILED_LISTED = 100  # failed products listed by id in the report; the rest are counted
 CHECK_INTERVAL = 5.0
 FROZEN_KEYS = ("concurrency", "images_max_per_product", "deletions", "options")
 
@@ -160,6 +161,13 @@ class Importer(StoreSource):
             for product in page.products:
                 for warning in warnings_of(product):
                     checkpoint[warning] = checkpoint.get(warning, 0) + 1
+            if page.failures:
+                failed = checkpoint.setdefault("failed", [])
+                failed += [
+                    {"product": f.product_id, "status": f.status, "message": f.message}
+                    for f in page.failures
+                ][: MAX_FAILED_LISTED - len(failed)]
+                checkpoint["failed_count"] = checkpoint.get("failed_count", 0) + len(page.failures)
             done += len(page.products)
             checkpoint["next"] = page.next_token
             checkpoint["pages"] = checkpoint.get("pages", 0) + 1
@@ -177,6 +185,8 @@ class Importer(StoreSource):
         report = {
             "imported": run.done if done is None else done,
             "pages": checkpoint.get("pages", 0),
+            "failed": checkpoint.get("failed_count", 0),
+            "failures": checkpoint.get("failed", []),
             "warnings": {
                 "no_image": checkpoint.get("no_image", 0),
                 "no_price": checkpoint.get("no_price", 0),
@@ -185,8 +195,17 @@ class Importer(StoreSource):
             },
         }
         await self._state.finish_run(run.id, report=report)
+        for failure in report["failures"]:
+            await self._state.log_event(
+                f"{run.kind} run {run.id}: product could not be read: {failure['message']}",
+                level="error",
+                store=self.store.id,
+                product=failure["product"],
+                status=failure["status"],
+            )
         await self._state.log_event(
             f"{run.kind} run {run.id} finished: {report['imported']} product(s),"
+            f" {report['failed']} failed,"
             f" {report['warnings']['no_image']} without image,"
             f" {report['warnings']['no_price']} without price,"
             f" {len(duplicates)} duplicate SKU(s)" + _image_summary(checkpoint.get("images")),

@@ -45,7 +45,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -54,7 +54,7 @@ import structlog
 
 from bridge_agent.errors import BadWebhook, ConfigError, PlatformUnavailable, ProductNotFound
 from bridge_agent.model import Product
-from bridge_agent.platforms.base import CatalogPage, WebhookDelivery
+from bridge_agent.platforms.base import CatalogPage, ItemFailure, WebhookDelivery
 from bridge_agent.platforms.woocommerce import webhooks
 from bridge_agent.platforms.woocommerce.client import ListPage, Params, WooClient
 from bridge_agent.platforms.woocommerce.mapping import (
@@ -98,6 +98,7 @@ class WebhookAction:
 class _Fetched:
     listed: ListPage
     products: list[Product]
+    failures: list[ItemFailure] = field(default_factory=list)
 
 
 class WooCommerce:
@@ -178,13 +179,16 @@ class WooCommerce:
         async def fetch(page: int) -> _Fetched:
             async with self._slots:
                 listed = await self.client.list_page("/products", params, page=page, page_size=size)
-            return _Fetched(listed, await self._map_many(listed.items))
+            failures: list[ItemFailure] = []
+            products = await self._map_many(listed.items, failures)
+            return _Fetched(listed, products, failures)
 
         async for number, fetched, last in self._ordered_pages(fetch, start, size):
             yield CatalogPage(
                 products=fetched.products,
                 next_token=None if last else str(number + 1),
                 total=fetched.listed.total,
+                failures=tuple(fetched.failures),
             )
 
     async def modified_since(self, since: datetime) -> AsyncIterator[Sequence[Product]]:
@@ -411,10 +415,17 @@ class WooCommerce:
             else:
                 page += 1  # more than a page saved within one second: walk the pages
 
-    async def _map_many(self, items: Sequence[dict[str, Any]]) -> list[Product]:
-        """Map listed products, fetching variations of variable ones concurrently."""
+    async def _map_many(
+        self, items: Sequence[dict[str, Any]], failures: list[ItemFailure] | None = None
+    ) -> list[Product]:
+        """Map listed products, fetching variations of variable ones concurrently.
+
+        With `failures` (the import), a product whose variations the store keeps failing to
+        serve (one corrupt product can make its endpoint answer 500 forever) is left out and
+        reported there, and the rest of the page goes on; without it, the error is raised.
+        """
         variable = [i for i in items if i.get("type") == "variable" and i.get("variations")]
-        found = await _gather(self._variations(i["id"]) for i in variable)
+        found = await _gather(self._variations_or_failure(i["id"], failures) for i in variable)
         variations = {id(item): v for item, v in zip(variable, found, strict=True)}
         needed = {
             c["id"]
@@ -427,7 +438,7 @@ class WooCommerce:
         for item in items:
             children = variations.get(id(item), [])
             if children is None:
-                continue  # deleted while we listed it
+                continue  # deleted while we listed it, or failed (then in `failures`)
             try:
                 product, warnings = map_product(
                     item, children, options=self.mapping, categories=tree
@@ -449,6 +460,17 @@ class WooCommerce:
                 )
             products.append(product)
         return products
+
+    async def _variations_or_failure(
+        self, product_id: Any, failures: list[ItemFailure] | None
+    ) -> list[dict[str, Any]] | None:
+        if failures is None:
+            return await self._variations(product_id)
+        try:
+            return await self._variations(product_id)
+        except PlatformUnavailable as exc:
+            failures.append(ItemFailure(str(product_id), f"variations: {exc}", _status_of(exc)))
+            return None
 
     async def _variations(self, product_id: Any) -> list[dict[str, Any]] | None:
         """Every variation of a variable product; None if the product is gone."""
@@ -513,6 +535,14 @@ def _is_last(page: int, listed: ListPage, size: int) -> bool:
     if listed.total_pages is not None:
         return page >= listed.total_pages
     return len(listed.items) < size
+
+
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status an error message starts with or names, if any ("... 500 ...")."""
+    for word in str(exc).replace("(", " ").replace(")", " ").split():
+        if word.isdigit() and 400 <= int(word) <= 599:
+            return int(word)
+    return None
 
 
 def _is_id(value: Any) -> bool:

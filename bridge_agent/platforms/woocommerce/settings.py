@@ -92,6 +92,10 @@ class WooSettings:
         consumer_key = _secret(secrets, "consumer_key", required=True, problems=problems)
         consumer_secret = _secret(secrets, "consumer_secret", required=True, problems=problems)
         webhook_secret = _secret(secrets, "webhook_secret", required=False, problems=problems)
+        if options.get("webhook_url") and webhook_secret is None:
+            # Registered webhooks are signed with this secret; without it the agent could
+            # neither register them nor verify what they deliver.
+            problems.append("webhook_url needs a webhook_secret (the webhooks are signed with it)")
 
         prices_include_tax = options.get("prices_include_tax")
         if prices_include_tax is not None and not isinstance(prices_include_tax, bool):
