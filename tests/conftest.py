@@ -21,6 +21,17 @@ from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 
 TOKEN = "test-hub-token-5c2d9e"
+# The tail of an agent.toml for one jsondir store under the config's folder (catalog/, spool/).
+JSONDIR_STORE = """[webhooks]
+listen = "127.0.0.1:0"
+
+[[stores]]
+id = "main"
+platform = "jsondir"
+url = "http://127.0.0.1/"
+catalog_dir = "catalog"
+spool_dir = "spool"
+"""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -37,7 +37,7 @@ from bridge_agent.testing.catalog import (
     write_product,
     write_spool,
 )
-from tests.conftest import TOKEN, Hub, free_port
+from tests.conftest import JSONDIR_STORE, TOKEN, Hub, free_port
 
 TRIALS = 12
 PRODUCTS = 60
@@ -64,16 +64,7 @@ backoff_cap = "500ms"
 [health]
 listen = "127.0.0.1:{health_port}"
 
-[webhooks]
-listen = "127.0.0.1:0"
-
-[[stores]]
-id = "main"
-platform = "jsondir"
-url = "http://127.0.0.1/"
-catalog_dir = "catalog"
-spool_dir = "spool"
-""",
+{JSONDIR_STORE}""",
         encoding="utf-8",
     )
     return config

@@ -22,7 +22,7 @@ from bridge_agent.agent import Agent
 from bridge_agent.config import load_config
 from bridge_agent.systemd import Notifier
 from bridge_agent.testing.catalog import make_product, spool_event, write_product, write_spool
-from tests.conftest import TOKEN, Hub, free_port, make_config
+from tests.conftest import JSONDIR_STORE, TOKEN, Hub, free_port, make_config
 
 
 @dataclass
@@ -175,15 +175,7 @@ batch_linger = "0s"
 {"batch_max_itemz = 3" if broken else ""}
 [health]
 listen = "127.0.0.1:0"
-[webhooks]
-listen = "127.0.0.1:0"
-[[stores]]
-id = "main"
-platform = "jsondir"
-url = "http://127.0.0.1/"
-catalog_dir = "catalog"
-spool_dir = "spool"
-""",
+{JSONDIR_STORE}""",
         encoding="utf-8",
     )
 
@@ -258,15 +250,7 @@ url = "{hub_process}"
 token = "${{HUB_TOKEN}}"
 [health]
 listen = "127.0.0.1:{port}"
-[webhooks]
-listen = "127.0.0.1:0"
-[[stores]]
-id = "main"
-platform = "jsondir"
-url = "http://127.0.0.1/"
-catalog_dir = "catalog"
-spool_dir = "spool"
-""",
+{JSONDIR_STORE}""",
         encoding="utf-8",
     )
     write_product(tmp_path / "catalog", make_product(1))
