@@ -262,7 +262,7 @@ class Agent:
             ctx,
             store=store,
             build_platform=self._build_platform,
-            images=lambda: ImageChecker(self._client(timeout=10.0)),
+            images=ImageChecker,  # one per run, with its own aiohttp session
         )
         hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
         reconciler = Reconciler(
