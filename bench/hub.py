@@ -34,7 +34,6 @@ import dataclasses
 import http.client
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from common import free_port
 
 from bridge_agent import wire
 from bridge_agent.hub.app import GC_THRESHOLD, _decode_batch, gc_threshold
@@ -188,12 +189,6 @@ def http_phase(conn: http.client.HTTPConnection, pid: int, bodies: Sequence[byte
     sample.wall_s = time.perf_counter() - wall0
     sample.cpu_s = cpu_seconds(pid) - cpu0
     return sample
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

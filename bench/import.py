@@ -57,7 +57,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import free_port, say, table
 
 from bridge_agent.errors import StateStoreError
 from bridge_agent.store import StateStore
@@ -113,16 +113,6 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 @contextlib.contextmanager
@@ -526,18 +516,6 @@ def spy(out: Path | None, pid: int, workdir: Path) -> Iterator[None]:
 
 
 # -- output --------------------------------------------------------------------------------------
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = f"{cells[0]:<{widths[0]}}"
-        rest = (f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def _load(values: tuple[float, float, float]) -> str:
