@@ -29,21 +29,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import http.client
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import free_port
+from common import cpu_seconds, hub_process
 
 from bridge_agent import wire
 from bridge_agent.hub.app import GC_THRESHOLD, _decode_batch, gc_threshold
@@ -166,17 +163,10 @@ async def direct_round(work: Workload, workdir: Path, n: int) -> tuple[Sample, S
         await db.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def http_phase(conn: http.client.HTTPConnection, pid: int, bodies: Sequence[bytes]) -> Sample:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": wire.CONTENT_TYPE}
     sample = Sample()
-    wall0, cpu0 = time.perf_counter(), cpu_seconds(pid)
+    wall0, cpu0 = time.perf_counter(), cpu_seconds(pid) or 0.0
     for body in bodies:
         conn.request("POST", "/v1/batches", body=body, headers=headers)
         resp = conn.getresponse()
@@ -187,55 +177,8 @@ def http_phase(conn: http.client.HTTPConnection, pid: int, bodies: Sequence[byte
         sample.items += len(results)
         sample.not_ok += sum(r.status != "ok" for r in results)
     sample.wall_s = time.perf_counter() - wall0
-    sample.cpu_s = cpu_seconds(pid) - cpu0
+    sample.cpu_s = (cpu_seconds(pid) or 0.0) - cpu0
     return sample
-
-
-@contextlib.contextmanager
-def hub_process(workdir: Path) -> Iterator[tuple[int, int]]:
-    """`bridge-agent hub` on a free loopback port: (port, pid); terminated (then killed) on exit."""
-    token_file = workdir / "hub-token"
-    token_file.write_text(TOKEN, encoding="utf-8")
-    token_file.chmod(0o600)
-    port = free_port()
-    log_path = workdir / "hub.log"
-    command = [
-        sys.executable, "-m", "bridge_agent", "hub",
-        "--listen", f"127.0.0.1:{port}",
-        "--db", str(workdir / "hub.sqlite"),
-        "--token-file", str(token_file),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            _wait_healthy(proc, port, log_path)
-            yield port, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"hub exited with {proc.returncode} before it was ready:\n{tail}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-        with contextlib.suppress(OSError):
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        conn.close()
-        time.sleep(0.05)
-    raise RuntimeError(f"hub not healthy on port {port} after {HEALTH_TIMEOUT:.0f} s")
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -299,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.mode in ("both", "http"):
             print("http (hub in its own process, hub CPU from /proc)")
             ups, pats = [], []
-            with hub_process(workdir) as (port, pid):
+            with hub_process(workdir, TOKEN, ready_timeout=HEALTH_TIMEOUT) as hub:
+                port, pid = hub.port, hub.pid
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 try:
                     warm = build(WARM_UP, args.batch_items, args.seed, "warm", "bench-warm")

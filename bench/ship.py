@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import math
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -45,7 +42,7 @@ from typing import Any
 
 import httpx
 import msgpack
-from common import free_port, say, table
+from common import Hub, cpu_seconds, hub_process, say, table
 
 from bridge_agent import wire
 from bridge_agent.metrics import Metrics
@@ -120,68 +117,7 @@ class HeaderProbe:
         self.last = len(line) + fields + 2  # the blank line ending the head
 
 
-def hub_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (all its threads), from /proc; None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 # -- the hub in its own process ------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Hub:
-    url: str
-    pid: int
-
-
-@contextlib.contextmanager
-def hub_process(workdir: Path) -> Iterator[Hub]:
-    """`bridge-agent hub` on a free loopback port; terminated (then killed) on exit."""
-    token_file = workdir / "hub-token"
-    token_file.write_text(TOKEN, encoding="utf-8")
-    token_file.chmod(0o600)
-    port = free_port()
-    log_path = workdir / "hub.log"
-    command = [
-        sys.executable, "-m", "bridge_agent", "hub",
-        "--listen", f"127.0.0.1:{port}",
-        "--db", str(workdir / "hub.sqlite"),
-        "--token-file", str(token_file),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_healthy(proc, url, log_path)
-            yield Hub(url, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"hub exited with {proc.returncode} before it was ready:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"hub not healthy at {url} after {HEALTH_TIMEOUT:.0f} s")
 
 
 # -- phases --------------------------------------------------------------------------------------
@@ -270,7 +206,7 @@ async def drain(
     bytes0 = metrics.value("bridge_hub_bytes_sent_total")
     batches0 = metrics.value("bridge_hub_batches_total", outcome="ok")
     due0, send0, settle0 = store.due_s, client.send_s, store.settle_s
-    hub0 = hub_cpu_seconds(hub.pid)
+    hub0 = cpu_seconds(hub.pid)
     cpu0 = time.process_time()
     started = time.perf_counter()
     max_rounds = 4 * math.ceil(expected / batch_items) + 20  # a stuck outbox cannot spin forever
@@ -281,7 +217,7 @@ async def drain(
         phase.items += settled
     phase.wall_s = time.perf_counter() - started
     phase.cpu_s = time.process_time() - cpu0
-    hub1 = hub_cpu_seconds(hub.pid)
+    hub1 = cpu_seconds(hub.pid)
     if hub0 is not None and hub1 is not None:
         phase.hub_cpu_s = hub1 - hub0
     phase.batches = int(metrics.value("bridge_hub_batches_total", outcome="ok") - batches0)
@@ -391,7 +327,7 @@ async def run(
     load_before = os.getloadavg()
     recordings: list[Recording] = []
     phases: list[Phase] = []
-    with hub_process(workdir) as hub:
+    with hub_process(workdir, TOKEN, ready_timeout=HEALTH_TIMEOUT) as hub:
         probe = HeaderProbe()
         async with (
             TimedStore.open(workdir / "state") as opened,
