@@ -19,15 +19,25 @@ demo: .venv/.synced
 
 test: lint types imports system-deps pytest
 
-# systemd-analyze checks the shipped unit (tests/test_systemd_unit.py). Debian's `systemd`
-# package provides it; installing needs root, so elsewhere the test explains why it skips
-# (under CI=true it fails instead: CI must never skip it silently).
+# Debian packages some tests need: systemd-analyze checks the shipped unit
+# (tests/test_systemd_unit.py); WordPress, PHP and MariaDB run the companion plugin's tests in a
+# real WordPress (tests/test_wordpress_plugin.py). Installing needs root, so elsewhere those tests
+# say why they skip (under CI=true they fail instead: CI must never skip them silently).
+# policy-rc.d keeps the packages' maintainer scripts from starting services: the tests start
+# their own MariaDB in a temporary directory.
+SYSTEM_PACKAGES := systemd procps wordpress php-cli php-mysql mariadb-server
+
 system-deps:
-	@command -v systemd-analyze >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends systemd procps >/dev/null; \
-	  else echo "note: systemd-analyze is missing and cannot be installed here"; fi; }
+	@if command -v systemd-analyze >/dev/null 2>&1 && command -v php >/dev/null 2>&1 \
+	    && php -m | grep -qx mysqli && command -v mariadb-install-db >/dev/null 2>&1 \
+	    && [ -f /usr/share/wordpress/wp-settings.php ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  own=0; if [ ! -e /usr/sbin/policy-rc.d ]; then own=1; \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	  status=$$?; [ $$own = 0 ] || rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	else echo "note: cannot install $(SYSTEM_PACKAGES) here (needs root and apt-get)"; fi
 
 lint: .venv/.synced
 	$(UV) run --frozen ruff check .
