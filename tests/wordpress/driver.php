@@ -116,6 +116,17 @@ function bridge_test_op( array $op ) {
 		case 'activate':
 			$result = activate_plugin( 'bridge-agent/bridge-agent.php' );
 			return is_wp_error( $result ) ? $result->get_error_message() : true;
+		case 'flush_at':
+			add_filter(
+				'bridge_agent_flush_at',
+				static function () use ( $op ) {
+					return (int) $op['value'];
+				}
+			);
+			return true;
+		case 'app_password':
+			list( $password ) = WP_Application_Passwords::create_new_application_password( 1, array( 'name' => 'tests ' . wp_generate_password( 6, false ) ) );
+			return $password;
 		case 'scheduled':
 			return wp_next_scheduled( $op['hook'] );
 		case 'do_cron':

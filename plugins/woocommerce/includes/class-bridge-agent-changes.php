@@ -84,6 +84,13 @@ final class Bridge_Agent_Changes {
 	private $flush_pending = false;
 
 	/**
+	 * Products collected before an early flush (the `bridge_agent_flush_at` filter), read once.
+	 *
+	 * @var int|null
+	 */
+	private $flush_at = null;
+
+	/**
 	 * Constructor.
 	 *
 	 * @param Bridge_Agent_Spool $spool Where the events go.
@@ -342,7 +349,16 @@ final class Bridge_Agent_Changes {
 			$this->flush_pending = true;
 			register_shutdown_function( array( $this, 'flush' ) );
 		}
-		if ( count( $this->events ) >= self::FLUSH_AT ) {
+		if ( null === $this->flush_at ) {
+			/**
+			 * Filters how many products a long request collects before it writes a spool file
+			 * early (the rest still goes at shutdown).
+			 *
+			 * @param int $flush_at Products; default 1000.
+			 */
+			$this->flush_at = max( 1, (int) apply_filters( 'bridge_agent_flush_at', self::FLUSH_AT ) );
+		}
+		if ( count( $this->events ) >= $this->flush_at ) {
 			$this->flush();
 		}
 	}
