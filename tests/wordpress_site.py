@@ -93,6 +93,8 @@ class WordPress:
     base: Path
     url: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Extra must-use plugins (file name -> PHP source), e.g. a benchmark's timers.
+    mu_plugins: dict[str, str] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -219,6 +221,8 @@ require_once ABSPATH . 'wp-settings.php';
         shutil.copytree(PLUGIN, content / "plugins" / PLUGIN_SLUG)
         shutil.copytree(FIXTURES / "theme" / "bridge-test", content / "themes" / "bridge-test")
         shutil.copytree(FIXTURES / "mu-plugins", content / "mu-plugins")
+        for name, source in self.mu_plugins.items():
+            (content / "mu-plugins" / name).write_text(source)
 
     def _start_web_server(self, port: int) -> None:
         env = dict(os.environ, PHP_CLI_SERVER_WORKERS="4")

@@ -113,6 +113,9 @@ function bridge_test_op( array $op ) {
 			deactivate_plugins( 'bridge-agent/bridge-agent.php' );
 			uninstall_plugin( 'bridge-agent/bridge-agent.php' );
 			return true;
+		case 'deactivate':
+			deactivate_plugins( 'bridge-agent/bridge-agent.php' );
+			return true;
 		case 'activate':
 			$result = activate_plugin( 'bridge-agent/bridge-agent.php' );
 			return is_wp_error( $result ) ? $result->get_error_message() : true;
