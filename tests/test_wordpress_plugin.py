@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -39,7 +41,7 @@ import pytest
 from bridge_agent.agent import Agent
 from bridge_agent.config import Secret, StoreSettings
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
-from bridge_agent.sources.spool import parse_spool
+from bridge_agent.sources.spool import SpoolFileError, _is_spool_name, parse_spool
 from tests.conftest import Hub, make_config
 from tests.wordpress_site import FIXTURES, PLUGIN, WordPress, require_wordpress
 
@@ -215,6 +217,44 @@ def test_rest_api_requests_write_one_file_each_even_in_parallel(store: Store) ->
     seen = [e for name in new for e in parse_spool((store.incoming / name).read_bytes())]
     assert sorted(int(e.id) for e in seen) == sorted(ids * 2)
     assert {e.event for e in seen} == {"product.updated"}
+
+
+def test_a_reader_never_sees_a_partial_file(store: Store) -> None:
+    # The agent lists `*.json` names not starting with "." and reads them at once. A reader doing
+    # just that, in a tight loop while 24 requests write in parallel, must parse every file it
+    # sees: the plugin publishes a name only by renaming a finished, fsynced temporary file.
+    (password,) = store.request({"op": "app_password"})
+    rest = f"{store.site.url}/?rest_route=/wp/v2/product"
+    done = threading.Event()
+    parsed: dict[str, int] = {}
+    failures: list[str] = []
+
+    def read_like_the_agent() -> None:
+        while not done.is_set():
+            for entry in os.scandir(store.incoming):
+                if entry.name in parsed or not _is_spool_name(entry.name):
+                    continue
+                try:
+                    parsed[entry.name] = len(parse_spool(Path(entry.path).read_bytes()))
+                except SpoolFileError as exc:
+                    failures.append(f"{entry.name}: {exc}")
+
+    reader = threading.Thread(target=read_like_the_agent)
+    reader.start()
+    try:
+        with httpx.Client(auth=("admin", password), timeout=30) as client:
+
+            def create(n: int) -> int:
+                return client.post(rest, json={"title": f"P{n}", "status": "publish"}).status_code
+
+            with ThreadPoolExecutor(4) as pool:
+                assert list(pool.map(create, range(24))) == [201] * 24
+    finally:
+        done.set()
+        reader.join()
+    assert failures == []
+    assert set(parsed) == store.names()
+    assert len(parsed) == 24
 
 
 def test_a_long_request_writes_early_and_loses_nothing(store: Store) -> None:
@@ -566,6 +606,8 @@ def test_unwritable_spool_keeps_the_store_working_reports_and_loses_nothing(
         assert "bridge-agent-notice" in dashboard and str(store.incoming) in dashboard
         settings = admin.get("/wp-admin/options-general.php?page=bridge-agent").text
         assert "Kept for a retry" in settings and "Write kept changes now" in settings
+        health = admin.get("/wp-admin/site-health.php").text
+        assert "Product changes cannot be written for the bridge agent" in health
 
     # Fixed: the next request writes the kept change with its own, in one file.
     store.incoming.unlink()

@@ -172,7 +172,7 @@ final class Bridge_Agent_Admin {
 		$parts  = array();
 		if ( $status['last_written_at'] > 0 ) {
 			/* translators: 1: a time span such as "5 mins", 2: a number of products. */
-			$parts[] = sprintf( __( 'Last event written %1$s ago (%2$d products)', 'bridge-agent' ), human_time_diff( $status['last_written_at'] ), $status['last_events'] );
+			$parts[] = sprintf( _n( 'Last event written %1$s ago (%2$d product)', 'Last event written %1$s ago (%2$d products)', $status['last_events'], 'bridge-agent' ), human_time_diff( $status['last_written_at'] ), $status['last_events'] );
 		} else {
 			$parts[] = __( 'No event written yet', 'bridge-agent' );
 		}
@@ -206,7 +206,7 @@ final class Bridge_Agent_Admin {
 		if ( $status['last_written_at'] > 0 ) {
 			$rows[ __( 'Last event written', 'bridge-agent' ) ] = sprintf(
 				/* translators: 1: a date, 2: a time span, 3: a number of products, 4: a file name. */
-				__( '%1$s (%2$s ago), %3$d products, %4$s', 'bridge-agent' ),
+				_n( '%1$s (%2$s ago), %3$d product, %4$s', '%1$s (%2$s ago), %3$d products, %4$s', $status['last_events'], 'bridge-agent' ),
 				gmdate( 'Y-m-d H:i:s \U\T\C', $status['last_written_at'] ),
 				human_time_diff( $status['last_written_at'] ),
 				$status['last_events'],
