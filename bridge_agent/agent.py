@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ async def guard(name: str, coro: Coroutine[Any, Any, Any]) -> None:
 class _StoreTasks:
     settings: StoreSettings
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    http: httpx.AsyncClient | None = None  # the store adapter's client, closed with the store
 
 
 class Agent:
@@ -121,6 +122,7 @@ class Agent:
         self._stores: dict[str, _StoreTasks] = {}
         self._views: dict[str, StoreView] = {}
         self._http_clients: list[httpx.AsyncClient] = []
+        self._closing: set[asyncio.Future[None]] = set()  # clients of stopped stores, closing
         self._webhook_routes: dict[str, WebhookRoute] = {}
         self._importers: dict[str, Importer] = {}
         self.webhook_port: int | None = None
@@ -155,7 +157,7 @@ class Agent:
             stack.callback(self.notifier.close)
             # Build every adapter before any task starts: a store whose settings its adapter
             # refuses is a configuration error (exit 78), not a half-started agent.
-            built = {s.id: self._build_platform(s) for s in cfg.stores if s.active}
+            built = self._build_platforms(s for s in cfg.stores if s.active)
             shipper = Shipper(
                 state, self._hub_client(cfg.hub), _shipper_settings(cfg), self.metrics
             )
@@ -235,25 +237,67 @@ class Agent:
     def _hub_client(self, hub: HubSettings) -> HubClient:
         return HubClient(self._client(timeout=hub.timeout, base_url=hub.url), hub.token.reveal())
 
-    def _build_platform(self, store: StoreSettings) -> Platform:
+    def _build_platform(self, store: StoreSettings) -> tuple[Platform, httpx.AsyncClient]:
         """The store's adapter on an HTTP client of its own (TLS verification is per store)."""
         verify = bool(store.options.get("verify_tls", True))
         http = self._client(timeout=30.0, verify=verify)
-        return platforms.load(store.platform).from_settings(store, http)
+        try:
+            return platforms.load(store.platform).from_settings(store, http), http
+        except BaseException:
+            self._forget_client(http)
+            raise
+
+    def _build_platforms(
+        self, stores: Iterable[StoreSettings]
+    ) -> dict[str, tuple[Platform, httpx.AsyncClient]]:
+        """Adapters for these stores, or none: if one refuses its settings, the clients of those
+        already built are closed before the error goes up."""
+        built: dict[str, tuple[Platform, httpx.AsyncClient]] = {}
+        try:
+            for store in stores:
+                built[store.id] = self._build_platform(store)
+        except BaseException:
+            for _, http in built.values():
+                self._forget_client(http)
+            raise
+        return built
+
+    @contextlib.asynccontextmanager
+    async def _run_platform(self, store: StoreSettings) -> AsyncIterator[Platform]:
+        """An adapter for one execution of a run (frozen settings); its client closes after."""
+        platform, http = self._build_platform(store)
+        try:
+            yield platform
+        finally:
+            self._http_clients.remove(http)
+            await http.aclose()
+
+    def _forget_client(self, http: httpx.AsyncClient) -> None:
+        """Stop tracking a client and close it in the background (it may still be in use by a
+        task being cancelled; closing waits for nothing)."""
+        with contextlib.suppress(ValueError):
+            self._http_clients.remove(http)
+        task = asyncio.ensure_future(http.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _close_clients(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await asyncio.gather(*(c.aclose() for c in self._http_clients), return_exceptions=True)
 
     # -- stores --------------------------------------------------------------------------------
 
-    def _start_store(self, store: StoreSettings, platform: Platform | None) -> None:
+    def _start_store(
+        self, store: StoreSettings, built: tuple[Platform, httpx.AsyncClient] | None
+    ) -> None:
         """Start one store's root tasks: check, import, spool, webhook hints, poll, reconcile."""
         health = Health(f"store:{store.id}")
         self._views[store.id] = StoreView(store.id, store.platform, store.active, health)
         entry = _StoreTasks(store)
         self._stores[store.id] = entry
-        if platform is None:
+        if built is None:
             return
+        platform, entry.http = built
         assert self.shipper is not None
         ctx = StoreContext(
             store.id, platform, self._state, self.shipper.nudge, self.metrics, health
@@ -261,7 +305,7 @@ class Agent:
         importer = Importer(
             ctx,
             store=store,
-            build_platform=self._build_platform,
+            build_platform=self._run_platform,
             images=ImageChecker,  # one per run, with its own aiohttp session
         )
         hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
@@ -320,6 +364,8 @@ class Agent:
         for task in entry.tasks:
             task.cancel()
         await asyncio.gather(*entry.tasks, return_exceptions=True)
+        if entry.http is not None:
+            self._forget_client(entry.http)
 
     # -- reload --------------------------------------------------------------------------------
 
@@ -398,17 +444,18 @@ class Agent:
         )
 
     async def _apply(self, old: Config, new: Config) -> None:
-        # Build every new platform first: a store whose adapter refuses its settings fails the
-        # whole reload before anything running is touched.
-        built = {s.id: self._build_platform(s) for s in new.stores if s.active}
+        # Build the adapters of new and changed stores first: a store whose adapter refuses its
+        # settings fails the whole reload before anything running is touched.
+        before = {s.id: s for s in old.stores}
+        after = {s.id: s for s in new.stores}
+        changed = [s for s in new.stores if s.id not in before or before[s.id] != s]
+        built = self._build_platforms(s for s in changed if s.active)
         assert self.shipper is not None
         if new.hub != old.hub or new.agent.id != old.agent.id:
             hub = self._hub_client(new.hub) if new.hub.url != old.hub.url or (
                 new.hub.token != old.hub.token or new.hub.timeout != old.hub.timeout
             ) else None  # fmt: skip
             self.shipper.configure(_shipper_settings(new), hub)
-        before = {s.id: s for s in old.stores}
-        after = {s.id: s for s in new.stores}
         for store_id in before.keys() - after.keys():
             await self._stop_store(store_id)
             log.info("store_removed", store=store_id)

@@ -423,7 +423,9 @@ async def test_a_product_the_store_cannot_serve_is_reported_not_fatal(
     adapter._variations = corrupt  # type: ignore[method-assign]
     async with StateStore.open(tmp_path / "state") as state:
         ctx = StoreContext("main", adapter, state, lambda: None, Metrics(), Health("store:main"))
-        importer = Importer(ctx, store=woo.settings(), build_platform=lambda s: adapter)
+        importer = Importer(
+            ctx, store=woo.settings(), build_platform=lambda s: contextlib.nullcontext(adapter)
+        )
         await importer.start_first_import()
         (run,) = await state.open_runs("main")
         await importer.execute(run)

@@ -160,7 +160,9 @@ async def test_watchdog_pings_stop_while_the_loop_is_blocked(
         await asyncio.wait_for(task, 10)
 
 
-def _write_config(path: Path, hub_url: str, *, batch_items: int, broken: bool = False) -> None:
+def _write_config(
+    path: Path, hub_url: str, *, batch_items: int, broken: bool = False, store_extra: str = ""
+) -> None:
     (path.parent / "catalog").mkdir(exist_ok=True)
     path.write_text(
         f"""
@@ -175,7 +177,7 @@ batch_linger = "0s"
 {"batch_max_itemz = 3" if broken else ""}
 [health]
 listen = "127.0.0.1:0"
-{JSONDIR_STORE}""",
+{JSONDIR_STORE}{store_extra}""",
         encoding="utf-8",
     )
 
@@ -226,6 +228,49 @@ async def test_reload_keeps_old_config_on_error_and_applies_a_valid_one(
     at_hub = await hub.products("main")
     written = {p.stem for p in (tmp_path / "catalog").glob("*.json")}
     assert written <= set(at_hub), f"lost across reloads: {sorted(written - set(at_hub))[:5]}"
+
+
+async def test_reloads_and_runs_close_the_http_clients_they_no_longer_need(
+    tmp_path: Path, hub: Hub
+) -> None:
+    path = tmp_path / "agent.toml"
+    _write_config(path, hub.url, batch_items=50)
+    agent = Agent(load_config(path))
+    ready = asyncio.Event()
+    task = asyncio.create_task(agent.run(ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        state = agent._state
+
+        async def runs_open() -> bool:
+            return bool(await state.open_runs())
+
+        for _ in range(200):  # the first import, on a client of its own
+            if not await runs_open():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the first import did not finish")
+        steady = list(agent._http_clients)
+        assert len(steady) == 2  # the hub's and the store's; the import run's is closed
+        store_client = agent._stores["main"].http
+        assert store_client is not None
+        for n in range(5):  # hub settings only: the store is not rebuilt
+            _write_config(path, hub.url, batch_items=10 + n)
+            agent.reload()
+            await until(lambda n=n: agent.reloads >= n + 1)
+        assert agent._http_clients == steady
+        _write_config(path, hub.url, batch_items=10, store_extra="concurrency = 2\n")
+        agent.reload()
+        await until(lambda: agent.reloads >= 6)
+        await until(lambda: store_client.is_closed)
+        replacement = agent._stores["main"].http
+        assert replacement is not None and not replacement.is_closed
+        assert len(agent._http_clients) == 2
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 20)
+    assert all(c.is_closed for c in steady if c is not store_client)
 
 
 def test_logs_never_contain_a_configured_secret(tmp_path: Path, hub_process: str) -> None:

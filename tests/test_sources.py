@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -92,7 +93,9 @@ async def test_first_start_imports_and_reports(tmp_path: Path, state: StateStore
     write_product(tmp_path / "catalog", replace(make_product(251), sku="SKU-1"))  # duplicate
     platform = Flaky(tmp_path / "catalog")
     importer = Importer(
-        ctx(state, platform), store=store_settings(tmp_path), build_platform=lambda s: platform
+        ctx(state, platform),
+        store=store_settings(tmp_path),
+        build_platform=lambda s: contextlib.nullcontext(platform),
     )
     run_id = await importer.start_first_import()
     assert run_id is not None
@@ -117,9 +120,9 @@ async def test_import_resumes_from_its_checkpoint_with_frozen_settings(
     platform = Flaky(tmp_path / "catalog", fail_pages={4})
     seen: list[StoreSettings] = []
 
-    def build(settings: StoreSettings) -> Flaky:
+    def build(settings: StoreSettings) -> contextlib.nullcontext[Flaky]:
         seen.append(settings)
-        return platform
+        return contextlib.nullcontext(platform)
 
     original = store_settings(tmp_path, concurrency=3)
     importer = Importer(ctx(state, platform), store=original, build_platform=build)
@@ -154,7 +157,9 @@ async def test_a_run_that_keeps_failing_is_given_up_and_says_why(
 
     down = Down("main", tmp_path)
     settings = store_settings(tmp_path)
-    importer = Importer(ctx(state, down), store=settings, build_platform=lambda s: down)
+    importer = Importer(
+        ctx(state, down), store=settings, build_platform=lambda s: contextlib.nullcontext(down)
+    )
     task = asyncio.create_task(importer.run())
     try:
         for _ in range(200):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
@@ -88,13 +89,15 @@ class Importer(StoreSource):
         ctx: StoreContext,
         *,
         store: StoreSettings,
-        build_platform: Callable[[StoreSettings], Platform],
+        build_platform: Callable[[StoreSettings], AbstractAsyncContextManager[Platform]],
         images: Callable[[], ImageChecker] | None = None,
     ) -> None:
         super().__init__(ctx)
         self._images = images  # makes one image checker per run; None: no image checks
         self.store = store
-        self._build = build_platform  # runs use their frozen settings, not ctx.platform's
+        # Runs use their frozen settings, not ctx.platform's: each execution builds its own
+        # adapter, on an HTTP client that is closed when the execution ends (or fails).
+        self._build = build_platform
         self._backoff = Backoff(base=2.0, cap=300.0)
         self._metrics.counter("bridge_import_products_total", "Products read by import runs.")
 
@@ -128,7 +131,10 @@ class Importer(StoreSource):
 
     async def execute(self, run: Run) -> None:
         """Run (or resume) one run to its end. Raises PlatformError when the store fails."""
-        platform = self._build(thaw(self.store, run.config))
+        async with self._build(thaw(self.store, run.config)) as platform:
+            await self._execute(run, platform)
+
+    async def _execute(self, run: Run, platform: Platform) -> None:
         checkpoint = dict(run.checkpoint or {})
         resume = checkpoint.get("next")
         if run.checkpoint is not None and resume is None:
