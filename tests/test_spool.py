@@ -113,7 +113,11 @@ async def test_bad_file_is_quarantined_and_does_not_block(
     write_spool(tmp_path / "spool", spool_event("product.updated", "1"))
     (incoming / ".partial.json.tmp").write_text("{")  # a writer's temporary file: ignored
     (tmp_path / "spool" / "rejected").mkdir()
-    await watcher(tmp_path, store, state).process_once()
+    spool = watcher(tmp_path, store, state)
+    await spool.process_once()
+    metrics = spool.ctx.metrics
+    assert metrics.value("bridge_spool_files_total", store="main", outcome="rejected") == 1
+    assert metrics.value("bridge_spool_files_total", store="main", outcome="consumed") == 1
     rejected = tmp_path / "spool" / "rejected"
     assert (rejected / "0-bad.json").exists()
     assert "unknown event 'nope'" in (rejected / "0-bad.json.why").read_text()

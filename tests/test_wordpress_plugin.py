@@ -792,7 +792,7 @@ async def test_the_agent_consumes_the_plugin_spool_end_to_end(
             await asyncio.sleep(0.1)
         assert store.names() == set()
         assert not list((store.spool / "rejected").iterdir())
-        consumed = agent.metrics.value("bridge_spool_files_total", outcome="consumed")
+        consumed = agent.metrics.value("bridge_spool_files_total", store="main", outcome="consumed")
         assert consumed == 3
         assert agent.metrics.value("bridge_changes_recorded_total", source="spool") == 3
     finally:

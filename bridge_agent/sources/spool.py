@@ -102,7 +102,9 @@ class SpoolWatcher(StoreSource):
         self._max_files = max_files
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._failures = 0
-        self._metrics.counter("bridge_spool_files_total", "Spool files consumed, by outcome.")
+        self._metrics.counter(
+            "bridge_spool_files_total", "Spool files consumed or set aside, by store and outcome."
+        )
 
     async def run(self) -> None:
         """Process the backlog, then every new file, until cancelled."""
@@ -166,7 +168,9 @@ class SpoolWatcher(StoreSource):
             self.recorded(await self._state.record(changes), "spool")
         # Only now, with the changes committed, may the hints go (guarantee 2).
         await asyncio.to_thread(_unlink_all, done)
-        self._metrics.inc("bridge_spool_files_total", len(done), outcome="consumed")
+        self._metrics.inc(
+            "bridge_spool_files_total", len(done), store=self.store_id, outcome="consumed"
+        )
         failed = len(wanted) - len(ok_ids)
         if failed:
             self._failures += 1
@@ -205,7 +209,7 @@ class SpoolWatcher(StoreSource):
             self.health.fail("spool_unwritable", f"cannot set {path.name} aside: {exc.strerror}")
             log.error("spool_quarantine_failed", file=path.name, reason=reason, error=str(exc))
             return
-        self._metrics.inc("bridge_spool_files_total", outcome="rejected")
+        self._metrics.inc("bridge_spool_files_total", store=self.store_id, outcome="rejected")
         log.warning("spool_file_rejected", store=self.store_id, file=target.name, reason=reason)
 
 
