@@ -1172,3 +1172,36 @@ async def test_serve_collects_garbage_less_often_and_restores_the_thresholds(
     with pytest.raises(asyncio.CancelledError):
         await server
     assert gc.get_threshold() == before
+
+
+async def test_seq_memory_is_bounded_per_agent(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    db = await hub_db.HubDB.open(path, seq_memory=100)
+
+    def batch(agent: str, *items: wire.Item) -> wire.Batch:
+        return wire.Batch(v=1, agent=agent, batch=f"b-{items[0].seq}", sent_at=1, items=items)
+
+    try:
+        for start in range(1, 1001, 50):
+            items = [
+                upsert(s, {"id": str(s % 7), "title": f"v{s}"}) for s in range(start, start + 50)
+            ]
+            await db.apply_batch(batch("a", *items))
+        await db.apply_batch(batch("b", upsert(1, {"id": "x", "title": "other agent"})))
+        # A retry within the window is still a replay.
+        again = upsert(990, {"id": str(990 % 7), "title": "v990"})
+        assert [r.status for r in await db.apply_batch(batch("a", again))] == ["ok"]
+        assert (await db.stats())["replays"] == 1
+        # An older one is processed again: content idempotence gives the same product.
+        old = upsert(5, {"id": "5", "title": "v5"})
+        assert [r.status for r in await db.apply_batch(batch("a", old))] == ["ok"]
+        assert (await db.stats())["replays"] == 1
+    finally:
+        await db.close()
+    conn = sqlite3.connect(path)
+    try:
+        kept = dict(conn.execute("SELECT agent, COUNT(*) FROM seqs GROUP BY agent").fetchall())
+    finally:
+        conn.close()
+    assert kept["b"] == 1
+    assert 100 <= kept["a"] <= 102  # seqs 901-1000, and 5 again

@@ -22,7 +22,12 @@ Schema (migrations keyed on `PRAGMA user_version`; append, never edit a released
   rowid table, because rows carry hundreds of bytes to kilobytes (SQLite advises WITHOUT ROWID
   only for small rows).
 - `seqs`: the memory behind idempotence on `(agent, seq)`: the `op` and `hash` of the change
-  processed under that seq and the `status`/`reason` answered.
+  processed under that seq and the `status`/`reason` answered. Bounded: each batch forgets the
+  agent's seqs more than `seq_memory` (100 000) below its highest one, a range delete on the
+  primary key. Replays come from retries of batches in flight, a few thousand seqs at most;
+  an older one that comes back is simply processed again, and idempotence on `(store, id, hash)`
+  gives the same end state (an upsert of the stored hash changes nothing; a patch whose base is
+  gone gets `need_full`).
 - `stats`: counters (`batches`, `items`, `replays`, `status.<s>`, `op.<op>`, ...) for tests, the
   benchmark and operators.
 - `optimizations`: the downstream queue. `cursor` (AUTOINCREMENT, so never reused, even after the
@@ -51,6 +56,8 @@ from bridge_agent.wire import Batch, Optimization, OptimizationResult, Result
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+SEQ_MEMORY = 100_000  # seqs remembered per agent, below its highest (see `seqs` above)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -126,6 +133,7 @@ _REMEMBER = """
     ON CONFLICT (agent, seq) DO UPDATE SET
         op = excluded.op, hash = excluded.hash, status = excluded.status, reason = excluded.reason
 """
+_FORGET = "DELETE FROM seqs WHERE agent = ? AND seq < ?"
 _COUNT = """
     INSERT INTO stats (key, value) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
@@ -199,12 +207,15 @@ class HubDB:
     thread's side and must not be called from the event loop.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, seq_memory: int
+    ) -> None:
         self._executor = executor
         self._conn = conn
+        self._seq_memory = seq_memory
 
     @classmethod
-    async def open(cls, path: Path) -> HubDB:
+    async def open(cls, path: Path, *, seq_memory: int = SEQ_MEMORY) -> HubDB:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
         loop = asyncio.get_running_loop()
         try:
@@ -212,7 +223,7 @@ class HubDB:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(executor, conn)
+        return cls(executor, conn, seq_memory)
 
     async def close(self) -> None:
         try:
@@ -242,6 +253,8 @@ class HubDB:
                 conn.executemany(_MARK_DELETED, plan.tombstones)
             if plan.memory:
                 conn.executemany(_REMEMBER, plan.memory)
+                highest = max(item.seq for item in batch.items)
+                conn.execute(_FORGET, (batch.agent, highest - self._seq_memory))
             _count(conn, plan.counts)
         return plan.results
 
