@@ -292,7 +292,9 @@ class Agent:
     ) -> None:
         """Start one store's root tasks: check, import, spool, webhook hints, poll, reconcile."""
         health = Health(f"store:{store.id}")
-        self._views[store.id] = StoreView(store.id, store.platform, store.active, health)
+        self._views[store.id] = StoreView(
+            store.id, store.platform, store.active, health, spool_dir=store.spool_dir
+        )
         entry = _StoreTasks(store)
         self._stores[store.id] = entry
         if built is None:

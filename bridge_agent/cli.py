@@ -246,7 +246,8 @@ async def _offline_status(config: Config) -> dict[str, Any]:
     """What the state directory says while the agent is not running (read-only)."""
     async with StateStore.open(config.agent.state_dir, read_only=True) as state:
         stores = [
-            StoreView(s.id, s.platform, s.active, Health(f"store:{s.id}")) for s in config.stores
+            StoreView(s.id, s.platform, s.active, Health(f"store:{s.id}"), spool_dir=s.spool_dir)
+            for s in config.stores
         ]
         return await status_document(state, config.agent.id, stores, live=None)
 
@@ -274,6 +275,8 @@ def render_status(doc: dict[str, Any]) -> str:
             f"{store_id:<16} {s['platform']:<12} {s['state']:<14} {s['products']:>8}  "
             + (s.get("detail") or "")
         )
+        if "spool" in s:
+            lines.append(f"{'':<16} spool: {_spool_line(s['spool'])}")
     if doc.get("runs"):
         lines += ["", f"{'RUN':>5} {'KIND':<8} {'STORE':<12} {'STATE':<8} PROGRESS"]
         for r in doc["runs"]:
@@ -287,6 +290,17 @@ def render_status(doc: dict[str, Any]) -> str:
             code = f" [{e['status']}]" if e.get("status") else ""
             lines.append(f"  {_when(e['at'] / 1e3)} {e['level']:<7} {where}{code} {e['message']}")
     return "\n".join(lines)
+
+
+def _spool_line(spool: dict[str, Any]) -> str:
+    if spool.get("error"):
+        return str(spool["error"])
+    waiting = f"{spool['waiting']}{'+' if spool.get('waiting_capped') else ''} file(s) waiting"
+    age = spool.get("oldest_waiting_age_seconds")
+    if age is not None:
+        waiting += f", oldest {_ago(age)}"
+    rejected = spool.get("rejected") or 0
+    return waiting + (f"; {rejected} set aside in rejected/" if rejected else "")
 
 
 def _progress(run: dict[str, Any], width: int = 24) -> str:

@@ -6,7 +6,8 @@
   while draining).
 - `GET /metrics`: Prometheus text (see `metrics.py`).
 - `GET /status`: JSON for `bridge-agent status` and scripts: outbox depth, oldest pending age,
-  last shipment, hub link, per-store state, runs and recent events.
+  last shipment, hub link, per-store state (with the spool's backlog: files waiting and set
+  aside), runs and recent events.
 
 The server only reads: it never writes the state store or calls a store or the hub.
 """
@@ -17,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -27,6 +29,7 @@ from bridge_agent.errors import StateStoreError
 from bridge_agent.health import Check, Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.shipper import HubLink
+from bridge_agent.sources.spool import backlog
 from bridge_agent.store import Run, StateStore
 
 log = structlog.get_logger("bridge_agent.server")
@@ -42,6 +45,7 @@ class StoreView:
     platform: str
     active: bool
     health: Health
+    spool_dir: Path | None = None
 
 
 @dataclass
@@ -184,6 +188,11 @@ async def status_document(
                 "active": s.active,
                 **_store_state(s, live),
                 "products": await state.mirror_count(s.id),
+                **(
+                    {"spool": (await asyncio.to_thread(backlog, s.spool_dir)).as_dict(now)}
+                    if s.spool_dir is not None
+                    else {}
+                ),
             }
             for s in stores
         },

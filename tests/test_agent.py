@@ -103,6 +103,10 @@ async def test_health_metrics_status_and_delivery(tmp_path: Path, hub: Hub) -> N
             }  # fmt: skip
             assert doc["last_shipment_at"] is not None
             assert doc["stores"]["main"]["products"] == 3
+            assert doc["stores"]["main"]["spool"] == {
+                "waiting": 0, "waiting_capped": False, "oldest_waiting_age_seconds": None,
+                "rejected": 0, "error": None,
+            }  # fmt: skip
             assert doc["hub"]["state"] == "ok"
     finally:
         assert await running.stop() < 10

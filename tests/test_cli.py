@@ -18,7 +18,7 @@ from bridge_agent.config import PLATFORMS
 from bridge_agent.demo import run_demo
 from bridge_agent.model import Change
 from bridge_agent.store import Settlement, StateStore
-from bridge_agent.testing.catalog import make_product
+from bridge_agent.testing.catalog import make_product, spool_event, write_spool
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +120,7 @@ id = "main"
 platform = "jsondir"
 url = "http://127.0.0.1/"
 catalog_dir = "catalog"
+spool_dir = "spool"
 """,
         encoding="utf-8",
     )
@@ -134,6 +135,13 @@ async def test_status_and_outbox_commands_read_the_state_directory(tmp_path: Pat
         await state.settle([Settlement("main", "2", bad.seq, "rejected", reason="gtin invalid")])
         run_id = await state.start_run("import", "main", {"per_page": 100}, total=400)
         await state.record_page([], run_id=run_id, checkpoint={"page": 2}, done=100)
+    for n in (1, 2):
+        write_spool(tmp_path / "spool", spool_event("product.updated", str(n)))
+    old = next((tmp_path / "spool" / "incoming").iterdir())
+    os.utime(old, (time.time() - 600, time.time() - 600))
+    (tmp_path / "spool" / "rejected").mkdir()
+    (tmp_path / "spool" / "rejected" / "bad.json").write_text("{")
+    (tmp_path / "spool" / "rejected" / "bad.json.why").write_text("not valid JSON\n")
 
     result = run("--config", str(config), "status", "--json")
     assert result.returncode == 0, result.stderr
@@ -142,6 +150,9 @@ async def test_status_and_outbox_commands_read_the_state_directory(tmp_path: Pat
     assert doc["outbox"]["pending"] == 2
     assert doc["outbox"]["rejected"] == 1
     assert doc["stores"]["main"]["products"] == 3
+    spool = doc["stores"]["main"]["spool"]
+    assert (spool["waiting"], spool["rejected"], spool["error"]) == (2, 1, None)
+    assert 590 < spool["oldest_waiting_age_seconds"] < 900
 
     (import_run,) = doc["runs"]
     assert (import_run["done"], import_run["total"], import_run["state"]) == (100, 400, "running")
@@ -153,6 +164,7 @@ async def test_status_and_outbox_commands_read_the_state_directory(tmp_path: Pat
     assert "[######.................." in table.stdout  # 100/400 as a progress bar
     assert "100/400 25%" in table.stdout
     assert "ETA" in table.stdout
+    assert "spool: 2 file(s) waiting, oldest 10m ago; 1 set aside in rejected/" in table.stdout
 
     listing = run("--config", str(config), "outbox", "list", "--json")
     rows = json.loads(listing.stdout)

@@ -41,7 +41,7 @@ import pytest
 from bridge_agent.agent import Agent
 from bridge_agent.config import Secret, StoreSettings
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
-from bridge_agent.sources.spool import SpoolFileError, _is_spool_name, parse_spool
+from bridge_agent.sources.spool import SpoolFileError, is_spool_name, parse_spool
 from tests.conftest import Hub, make_config
 from tests.wordpress_site import FIXTURES, PLUGIN, WordPress, require_wordpress
 
@@ -232,7 +232,7 @@ def test_a_reader_never_sees_a_partial_file(store: Store) -> None:
     def read_like_the_agent() -> None:
         while not done.is_set():
             for entry in os.scandir(store.incoming):
-                if entry.name in parsed or not _is_spool_name(entry.name):
+                if entry.name in parsed or not is_spool_name(entry.name):
                     continue
                 try:
                     parsed[entry.name] = len(parse_spool(Path(entry.path).read_bytes()))

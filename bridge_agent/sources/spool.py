@@ -182,7 +182,7 @@ class SpoolWatcher(StoreSource):
 
     def _list(self) -> list[Path]:
         try:
-            entries = [e for e in os.scandir(self.incoming) if _is_spool_name(e.name)]
+            entries = [e for e in os.scandir(self.incoming) if is_spool_name(e.name)]
         except FileNotFoundError:
             return []
         entries.sort(key=lambda e: (_mtime(e), e.name))
@@ -213,8 +213,65 @@ class SpoolWatcher(StoreSource):
         log.warning("spool_file_rejected", store=self.store_id, file=target.name, reason=reason)
 
 
-def _is_spool_name(name: str) -> bool:
+def is_spool_name(name: str) -> bool:
+    """Whether the watcher reads this file: `*.json`, not a writer's `.`-prefixed temporary."""
     return name.endswith(".json") and not name.startswith(".")
+
+
+BACKLOG_CAP = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in a spool, for `status`: files not consumed yet and files set aside."""
+
+    waiting: int  # spool files in incoming/, counted up to BACKLOG_CAP
+    oldest_waiting_at: float | None  # mtime of the oldest counted one
+    rejected: int  # files in rejected/ (their `.why` notes not counted), up to BACKLOG_CAP
+    error: str | None = None  # why incoming/ could not be read
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "waiting": self.waiting,
+            "waiting_capped": self.waiting >= BACKLOG_CAP,
+            "oldest_waiting_age_seconds": None
+            if self.oldest_waiting_at is None
+            else round(max(now - self.oldest_waiting_at, 0.0), 3),
+            "rejected": self.rejected,
+            "error": self.error,
+        }
+
+
+def backlog(spool_dir: Path) -> Backlog:
+    """Count a spool's folders (blocking: run it in a thread). Bounded, so that a spool of a
+    million files keeps `status` fast; a folder that cannot be read says why."""
+    waiting, oldest = 0, None
+    try:
+        with os.scandir(spool_dir / "incoming") as entries:
+            for entry in entries:
+                if not is_spool_name(entry.name):
+                    continue
+                waiting += 1
+                mtime = _mtime(entry)  # 0.0: consumed meanwhile
+                if mtime and (oldest is None or mtime < oldest):
+                    oldest = mtime
+                if waiting >= BACKLOG_CAP:
+                    break
+    except OSError as exc:
+        return Backlog(0, None, 0, f"cannot read {spool_dir / 'incoming'}: {exc.strerror}")
+    rejected = 0
+    try:
+        with os.scandir(spool_dir / "rejected") as entries:
+            for entry in entries:
+                if not entry.name.endswith(".why") and not entry.name.startswith("."):
+                    rejected += 1
+                    if rejected >= BACKLOG_CAP:
+                        break
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return Backlog(waiting, oldest, 0, f"cannot read {spool_dir / 'rejected'}: {exc.strerror}")
+    return Backlog(waiting, oldest, rejected)
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:
