@@ -276,6 +276,18 @@ def test_a_long_request_writes_early_and_loses_nothing(store: Store) -> None:
     assert all("product.created" in kinds for kinds in seen.values())
 
 
+def test_an_early_write_between_the_hooks_of_a_delete_keeps_the_deletion(store: Store) -> None:
+    (product,) = store.request({"op": "create", "title": "Gone", "sku": "GONE-1"})
+    before = store.names()
+    # flush_at 1: a file after every hook, so one falls between before_delete_post and
+    # deleted_post (the SKU meta is deleted in between).
+    store.request({"op": "flush_at", "value": 1}, {"op": "delete", "id": product})
+    new = sorted(store.names() - before)
+    events = [e for n in new for e in parse_spool((store.incoming / n).read_bytes())]
+    assert len(new) >= 2
+    assert [e.event for e in events if e.id == str(product)][-1] == "product.deleted"
+
+
 def test_nothing_is_written_by_requests_that_change_no_product(store: Store) -> None:
     store.request(
         {"op": "create", "title": "A page", "type": "page"},

@@ -303,6 +303,7 @@ final class Bridge_Agent_Changes {
 			return; // Not a product, or its before-hook never ran: nothing known to report.
 		}
 		list( $product, $sku, $variation ) = $this->deleting[ $post_id ];
+		unset( $this->deleting[ $post_id ] );
 		$this->record( $variation ? 'product.updated' : 'product.deleted', $product, $sku );
 	}
 
@@ -367,8 +368,8 @@ final class Bridge_Agent_Changes {
 	 * Writes the collected events as one spool file (the `shutdown` action). Never throws.
 	 */
 	public function flush() {
+		// $this->deleting stays: an early flush can fall between a before- and an after-delete hook.
 		$this->flush_pending = false;
-		$this->deleting      = array();
 		if ( empty( $this->events ) ) {
 			return;
 		}
@@ -381,15 +382,6 @@ final class Bridge_Agent_Changes {
 			// (a database error while saving the status, say) so that the page never breaks.
 			error_log( 'bridge-agent: could not record product changes: ' . $e->getMessage() ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions
 		}
-	}
-
-	/**
-	 * The events collected so far (for tests and diagnostics).
-	 *
-	 * @return array<int, array<string, mixed>>
-	 */
-	public function collected() {
-		return array_values( $this->events );
 	}
 
 	/**
