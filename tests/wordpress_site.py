@@ -127,6 +127,10 @@ class WordPress:
             [
                 _tool("mariadb-install-db") or "mariadb-install-db",
                 "--no-defaults",
+                # --force: no check that this host's name resolves (a bare container or chroot
+                # has no /etc/hosts); the server is reached by its socket only, with no names.
+                "--force",
+                "--skip-name-resolve",
                 f"--datadir={data}",
                 f"--user={user}",
                 "--auth-root-authentication-method=normal",
@@ -144,6 +148,7 @@ class WordPress:
                     f"--datadir={data}",
                     f"--socket={self.socket}",
                     "--skip-networking",
+                    "--skip-name-resolve",
                     f"--user={user}",
                     f"--pid-file={self.base / 'mysqld.pid'}",
                     f"--log-error={self.base / 'mysqld.err'}",
