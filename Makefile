@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 PY := python3
 
-.PHONY: demo test lint types imports pytest bench clean system-deps
+.PHONY: demo test lint types imports pytest bench clean system-deps plugin-zip
 
 $(UV):
 	$(PY) -m venv .tools
@@ -51,6 +51,10 @@ imports: .venv/.synced
 
 pytest: .venv/.synced
 	$(UV) run --frozen pytest
+
+# The WordPress companion plugin as the zip a merchant uploads (dist/bridge-agent-wordpress-*.zip).
+plugin-zip:
+	$(PY) plugins/package.py --out dist
 
 bench: .venv/.synced
 	$(UV) run --frozen python bench/ship.py

@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import threading
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -43,7 +44,7 @@ from bridge_agent.config import Secret, StoreSettings
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
 from bridge_agent.sources.spool import SpoolFileError, is_spool_name, parse_spool
 from tests.conftest import Hub, make_config
-from tests.wordpress_site import FIXTURES, PLUGIN, WordPress, require_wordpress
+from tests.wordpress_site import FIXTURES, PLUGIN, WordPress, package, require_wordpress
 
 # The first test pays for MariaDB's and WordPress's installation (a few seconds here, more on a
 # slow CI machine); pytest-timeout counts fixture setup in the test's time.
@@ -145,6 +146,26 @@ def test_every_php_file_parses() -> None:
     for path in files:
         done = subprocess.run(["php", "-l", str(path)], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_release_zip_is_reproducible_and_is_what_the_site_runs(
+    site: WordPress, tmp_path: Path
+) -> None:
+    first = package.build(tmp_path / "a")
+    second = package.build(tmp_path / "b")
+    assert (
+        first.name == f"bridge-agent-wordpress-{package.version(PLUGIN / 'bridge-agent.php')}.zip"
+    )
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as zf:
+        names = zf.namelist()
+    assert "bridge-agent/bridge-agent.php" in names and "bridge-agent/uninstall.php" in names
+    assert all(n.startswith("bridge-agent/") for n in names)
+    # The site installed that zip through WordPress's upgrader: same files, same bytes.
+    installed = site.root / "wp-content" / "plugins" / "bridge-agent"
+    for name in names:
+        relative = name.removeprefix("bridge-agent/")
+        assert (installed / relative).read_bytes() == (PLUGIN / relative).read_bytes(), name
 
 
 # -- change hooks --------------------------------------------------------------------------------

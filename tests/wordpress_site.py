@@ -4,7 +4,8 @@ Debian's `wordpress` package provides WordPress, `php-cli` the interpreter and P
 server, `php-mysql` the driver and `mariadb-server` the database. Everything runs from a temporary
 directory: a private MariaDB on a Unix socket (no TCP port, no system service), a copy of
 /usr/share/wordpress with our own wp-config.php (Debian's reads /etc/wordpress/config-<host>.php),
-the plugin copied in as an administrator would install it, a minimal classic theme, and a
+the plugin installed from its release zip (plugins/package.py) by WordPress's own upgrader, as
+"Upload Plugin" does, a minimal classic theme, and a
 must-use plugin standing in for the parts of WooCommerce the plugin relies on (WooCommerce is not
 in our package sources; tests/wordpress/mu-plugins/bridge-test.php says what it provides).
 
@@ -14,6 +15,7 @@ with the command to run; under CI=true they fail instead, so CI can never skip t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -34,7 +36,18 @@ PLUGIN = REPO / "plugins" / "woocommerce"
 FIXTURES = Path(__file__).resolve().parent / "wordpress"
 WORDPRESS = Path("/usr/share/wordpress")
 PACKAGES = "wordpress php-cli php-mysql mariadb-server"
-PLUGIN_SLUG = "bridge-agent"
+
+
+def _load_package() -> Any:
+    # plugins/package.py is a standalone script (standard library only), not part of a package.
+    spec = importlib.util.spec_from_file_location("plugin_package", REPO / "plugins" / "package.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+package = _load_package()
 
 
 def _tool(name: str) -> str | None:
@@ -115,7 +128,8 @@ class WordPress:
         self._copy_wordpress()
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        installed = self.request("install", {"url": self.url})
+        zip_path = package.build(self.base / "dist")
+        installed = self.request("install", {"url": self.url, "zip": str(zip_path)})
         if installed.value is not True:
             raise RuntimeError(f"WordPress install failed: {installed.value!r}\n{installed.output}")
         self._start_web_server(port)
@@ -213,6 +227,7 @@ define('WP_ENVIRONMENT_TYPE', 'local');
 define('DISABLE_WP_CRON', true);
 define('WP_HTTP_BLOCK_EXTERNAL', true);
 define('AUTOMATIC_UPDATER_DISABLED', true);
+define('FS_METHOD', 'direct');
 define('WP_CONTENT_DIR', __DIR__ . '/wp-content');
 if (getenv('BRIDGE_TEST_SPOOL_CONSTANT')) {{
     define('BRIDGE_AGENT_SPOOL_DIR', getenv('BRIDGE_TEST_SPOOL_CONSTANT'));
@@ -223,7 +238,6 @@ if (!defined('ABSPATH')) {{
 require_once ABSPATH . 'wp-settings.php';
 """)
         content = self.root / "wp-content"
-        shutil.copytree(PLUGIN, content / "plugins" / PLUGIN_SLUG)
         shutil.copytree(FIXTURES / "theme" / "bridge-test", content / "themes" / "bridge-test")
         shutil.copytree(FIXTURES / "mu-plugins", content / "mu-plugins")
         for name, source in self.mu_plugins.items():

@@ -146,6 +146,17 @@ if ( 'install' === $bridge_command ) {
 	update_option( 'home', $bridge_args['url'] );
 	update_option( 'permalink_structure', '' );
 	switch_theme( 'bridge-test' );
+	// As "Plugins > Add New > Upload Plugin" does: WordPress's own upgrader unpacks the zip.
+	require_once ABSPATH . 'wp-admin/includes/class-wp-upgrader.php';
+	require_once ABSPATH . 'wp-admin/includes/file.php';
+	WP_Filesystem();
+	$bridge_upgrader  = new Plugin_Upgrader( new Automatic_Upgrader_Skin() );
+	$bridge_installed = $bridge_upgrader->install( $bridge_args['zip'] );
+	if ( true !== $bridge_installed || 'bridge-agent/bridge-agent.php' !== $bridge_upgrader->plugin_info() ) {
+		$bridge_why = is_wp_error( $bridge_installed ) ? $bridge_installed->get_error_message() : implode( ' ', $bridge_upgrader->skin->get_upgrade_messages() );
+		echo '@@result ' . wp_json_encode( 'zip install failed: ' . $bridge_why ) . "\n";
+		exit( 0 );
+	}
 	$bridge_result = activate_plugin( 'bridge-agent/bridge-agent.php' );
 	echo '@@result ' . wp_json_encode( is_wp_error( $bridge_result ) ? $bridge_result->get_error_message() : true ) . "\n";
 	exit( 0 );
