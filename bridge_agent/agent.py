@@ -269,7 +269,8 @@ class Agent:
         try:
             yield platform
         finally:
-            self._http_clients.remove(http)
+            with contextlib.suppress(ValueError):
+                self._http_clients.remove(http)
             await http.aclose()
 
     def _forget_client(self, http: httpx.AsyncClient) -> None:
