@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,49 +183,58 @@ listen = "127.0.0.1:0"
     )
 
 
+@contextlib.asynccontextmanager
+async def reloadable_agent(path: Path, hub_url: str) -> AsyncIterator[Agent]:
+    """An agent running from the file `path` (batch_max_items 50 at first), stopped on exit."""
+    _write_config(path, hub_url, batch_items=50)
+    agent = Agent(load_config(path))
+    ready = asyncio.Event()
+    task = asyncio.create_task(agent.run(ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield agent
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 20)
+
+
 async def test_reload_keeps_old_config_on_error_and_applies_a_valid_one(
     tmp_path: Path, hub: Hub
 ) -> None:
     path = tmp_path / "agent.toml"
-    _write_config(path, hub.url, batch_items=50)
-    agent = Agent(load_config(path))
-    ready = asyncio.Event()
-    task = asyncio.create_task(agent.run(ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    assert agent.shipper is not None
-    stop_feeding = asyncio.Event()
+    async with reloadable_agent(path, hub.url) as agent:
+        assert agent.shipper is not None
+        stop_feeding = asyncio.Event()
 
-    async def feed() -> None:  # shipping is under way through both reloads
-        i = 0
-        while not stop_feeding.is_set():
-            i += 1
-            write_product(tmp_path / "catalog", make_product(i))
-            write_spool(tmp_path / "spool", spool_event("product.updated", str(i)))
-            await asyncio.sleep(0.01)
+        async def feed() -> None:  # shipping is under way through both reloads
+            i = 0
+            while not stop_feeding.is_set():
+                i += 1
+                write_product(tmp_path / "catalog", make_product(i))
+                write_spool(tmp_path / "spool", spool_event("product.updated", str(i)))
+                await asyncio.sleep(0.01)
 
-    feeder = asyncio.create_task(feed())
-    try:
-        await asyncio.sleep(0.3)
-        with capture_logs() as logs:
-            _write_config(path, hub.url, batch_items=7, broken=True)
-            agent.reload()
-            await until(lambda: any(e["event"] == "config_reload_rejected" for e in logs))
-        rejected = next(e for e in logs if e["event"] == "config_reload_rejected")
-        assert any("batch_max_itemz" in p for p in rejected["problems"])
-        assert agent.shipper.settings.batch_max_items == 50  # old config kept
-        assert agent.metrics.value("bridge_config_reloads_total", outcome="rejected") >= 1
+        feeder = asyncio.create_task(feed())
+        try:
+            await asyncio.sleep(0.3)
+            with capture_logs() as logs:
+                _write_config(path, hub.url, batch_items=7, broken=True)
+                agent.reload()
+                await until(lambda: any(e["event"] == "config_reload_rejected" for e in logs))
+            rejected = next(e for e in logs if e["event"] == "config_reload_rejected")
+            assert any("batch_max_itemz" in p for p in rejected["problems"])
+            assert agent.shipper.settings.batch_max_items == 50  # old config kept
+            assert agent.metrics.value("bridge_config_reloads_total", outcome="rejected") >= 1
 
-        # A valid file is picked up by the file watcher alone, no signal needed.
-        _write_config(path, hub.url, batch_items=7)
-        await until(lambda: agent.reloads >= 1)
-        assert agent.shipper.settings.batch_max_items == 7
-        await asyncio.sleep(0.3)
-    finally:
-        stop_feeding.set()
-        await feeder
-        await until(lambda: not list((tmp_path / "spool" / "incoming").glob("*.json")))
-        agent.stop()
-        await asyncio.wait_for(task, 20)
+            # A valid file is picked up by the file watcher alone, no signal needed.
+            _write_config(path, hub.url, batch_items=7)
+            await until(lambda: agent.reloads >= 1)
+            assert agent.shipper.settings.batch_max_items == 7
+            await asyncio.sleep(0.3)
+        finally:
+            stop_feeding.set()
+            await feeder
+            await until(lambda: not list((tmp_path / "spool" / "incoming").glob("*.json")))
     at_hub = await hub.products("main")
     written = {p.stem for p in (tmp_path / "catalog").glob("*.json")}
     assert written <= set(at_hub), f"lost across reloads: {sorted(written - set(at_hub))[:5]}"
@@ -234,12 +244,7 @@ async def test_reloads_and_runs_close_the_http_clients_they_no_longer_need(
     tmp_path: Path, hub: Hub
 ) -> None:
     path = tmp_path / "agent.toml"
-    _write_config(path, hub.url, batch_items=50)
-    agent = Agent(load_config(path))
-    ready = asyncio.Event()
-    task = asyncio.create_task(agent.run(ready=ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
+    async with reloadable_agent(path, hub.url) as agent:
         state = agent._state
 
         async def runs_open() -> bool:
@@ -267,9 +272,6 @@ async def test_reloads_and_runs_close_the_http_clients_they_no_longer_need(
         replacement = agent._stores["main"].http
         assert replacement is not None and not replacement.is_closed
         assert len(agent._http_clients) == 2
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 20)
     assert all(c.is_closed for c in steady if c is not store_client)
 
 
