@@ -402,6 +402,28 @@ def test_woocommerce_hooks_with_stand_in_products(
     assert events == [expected]
 
 
+def test_woocommerce_hooks_on_an_auto_draft_report_nothing(store: Store) -> None:
+    # "Add New" opens an auto-draft; WooCommerce's editor saves it (and its variations) before
+    # it is ever published. It is not a product yet.
+    (draft,) = store.request({"op": "create", "title": "Draft", "status": "auto-draft"})
+    store.request(
+        {"op": "do_action", "hook": "woocommerce_update_product", "args": [draft, standin(draft)]},
+        {"op": "do_action", "hook": "woocommerce_new_product_variation",
+         "args": [draft + 1000, standin(draft + 1000, parent=draft)]},
+        {"op": "do_action", "hook": "woocommerce_product_set_stock", "args": [standin(draft)]},
+    )  # fmt: skip
+    assert store.names() == set()
+
+
+def test_php_messages_that_differ_only_in_numbers_are_one_problem(store: Store) -> None:
+    same, other = store.request(
+        {"op": "same_problem", "a": "Write of 123 bytes failed with errno=28 No space left",
+         "b": "Write of 77 bytes failed with errno=28 No space left"},
+        {"op": "same_problem", "a": "Permission denied", "b": "No such file or directory"},
+    )  # fmt: skip
+    assert (same, other) == (True, False)
+
+
 def test_woocommerce_hooks_of_one_save_coalesce(store: Store) -> None:
     _, events = store.written_by(
         {"op": "do_action", "hook": "woocommerce_new_product", "args": [700, standin(700, "S")]},
@@ -554,28 +576,43 @@ def test_jsonld_stored_as_an_array_is_printed_too(store: Store) -> None:
     assert [(d, h) for d, c, h in json_ld(scripts) if c == "bridge-agent-jsonld"] == [(doc, True)]
 
 
-def test_the_woocommerce_filter_is_emptied_only_where_ours_is_present(store: Store) -> None:
-    with_ld, without = store.request(
-        {"op": "create", "title": "With", "sku": "W-1"},
-        {"op": "create", "title": "Without", "sku": "W-2"},
-    )
+def test_the_product_shown_on_another_page_keeps_woocommerce_markup(store: Store) -> None:
+    # A [product_page]-style shortcode builds WooCommerce's markup through the same filter on a
+    # page that is not the product's: ours is not printed there, so WooCommerce's must stay.
+    (product,) = store.request({"op": "create", "title": "Shown", "sku": "S-1"})
     store.request(
-        {"op": "meta", "id": with_ld, "key": "_bridge_jsonld", "value": '{"@type": "Product"}'}
+        {"op": "meta", "id": product, "key": "_bridge_jsonld", "value": '{"@type": "Product"}'}
     )
+    (page_id,) = store.request(
+        {"op": "create", "type": "page", "title": "Feature",
+         "content": f'[bridge_test_product id="{product}"]'}
+    )  # fmt: skip
+    (page,) = store.request({"op": "get", "id": page_id})
+    _, scripts = page_scripts(page["url"])
+    docs = json_ld(scripts)
+    assert [cls for _, cls, _ in docs] == ["woocommerce-stand-in"]
+    assert products_in(docs) == 1
+    # The filter outside any product page (a feed, a REST response) leaves the markup alone.
     markup = {"@type": "Product", "name": "x"}
     got = store.request(
-        {
-            "op": "apply_filters",
-            "hook": "woocommerce_structured_data_product",
-            "args": [markup, standin(with_ld)],
-        },
-        {
-            "op": "apply_filters",
-            "hook": "woocommerce_structured_data_product",
-            "args": [markup, standin(without)],
-        },
+        {"op": "apply_filters", "hook": "woocommerce_structured_data_product",
+         "args": [markup, standin(product)]}
+    )  # fmt: skip
+    assert got == [markup]
+
+
+def test_a_password_protected_product_prints_no_jsonld(store: Store) -> None:
+    (product,) = store.request(
+        {"op": "create", "title": "Secret", "sku": "SEC-1", "password": "letmein"}
     )
-    assert got == [[], markup]
+    secret = {"@type": "Product", "name": "Secret", "description": "only with the password"}
+    store.request(
+        {"op": "meta", "id": product, "key": "_bridge_jsonld", "value": json.dumps(secret)}
+    )
+    (page,) = store.request({"op": "get", "id": product})
+    html, scripts = page_scripts(page["url"])
+    assert json_ld(scripts) == []
+    assert "only with the password" not in html
 
 
 # -- an unwritable spool -------------------------------------------------------------------------
@@ -621,7 +658,6 @@ def test_unwritable_spool_keeps_the_store_working_reports_and_loses_nothing(
     assert store.request({"op": "get", "id": product})[0]["title"] == "Red cap"
     status = store.status()
     assert str(store.incoming) in status["error"]
-    assert status["pending"] == 1
     (kept,) = store.request({"op": "get_option", "name": "bridge_agent_pending"})
     assert [e["id"] for e in kept] == [str(product)]
     log = store.site.debug_log.read_text()[len(log_before) :]
@@ -648,7 +684,8 @@ def test_unwritable_spool_keeps_the_store_working_reports_and_loses_nothing(
     (other,) = store.request({"op": "create", "title": "Scarf", "sku": "SCARF-1"})
     assert [e["id"] for e in _events_in(store)] == [str(product), str(other)]
     status = store.status()
-    assert status["error"] == "" and status["pending"] == 0
+    assert status["error"] == ""
+    assert store.request({"op": "get_option", "name": "bridge_agent_pending"}) == [None]
     assert "written again" in store.site.debug_log.read_text()[len(log_before) :]
 
 
@@ -705,8 +742,20 @@ def test_settings_page_shows_the_status_line(store: Store) -> None:
         assert saved.status_code == 302
         again = admin.get(saved.headers["location"]).text
         assert "must be an absolute path" in again
+        kept = store.request({"op": "get_option", "name": "bridge_agent_spool_dir"})
+        assert kept == [str(store.spool)]
+        # The warning quotes the submitted path: as text, never as markup.
+        saved = admin.post(
+            "/wp-admin/options.php",
+            data={"option_page": "bridge_agent", "action": "update", "_wpnonce": nonce.group(1),
+                  "_wp_http_referer": "/wp-admin/options-general.php?page=bridge-agent",
+                  "bridge_agent_spool_dir": "/tmp/<b>bold</b>"},
+        )  # fmt: skip
+        warned = admin.get(saved.headers["location"]).text
+        assert "does not exist" in warned
+        assert "&lt;b&gt;bold" in warned and "<b>bold</b>" not in warned
     assert store.request({"op": "get_option", "name": "bridge_agent_spool_dir"}) == [
-        str(store.spool)
+        "/tmp/<b>bold</b>"
     ]
 
 

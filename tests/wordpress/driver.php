@@ -64,6 +64,9 @@ function bridge_test_op( array $op ) {
 				'post_content' => isset( $op['content'] ) ? $op['content'] : '',
 				'post_parent'  => isset( $op['parent'] ) ? (int) $op['parent'] : 0,
 			);
+			if ( isset( $op['password'] ) ) {
+				$post['post_password'] = $op['password'];
+			}
 			if ( isset( $op['import_id'] ) ) {
 				$post['import_id'] = (int) $op['import_id'];
 			}
@@ -130,6 +133,8 @@ function bridge_test_op( array $op ) {
 		case 'app_password':
 			list( $password ) = WP_Application_Passwords::create_new_application_password( 1, array( 'name' => 'tests ' . wp_generate_password( 6, false ) ) );
 			return $password;
+		case 'same_problem':
+			return Bridge_Agent_Spool::same_problem( $op['a'], $op['b'] );
 		case 'scheduled':
 			return wp_next_scheduled( $op['hook'] );
 		case 'do_cron':

@@ -107,7 +107,8 @@ final class Bridge_Agent_Admin {
 		}
 		$problem = Bridge_Agent_Spool::problem( $value, true );
 		if ( '' !== $value && '' !== $problem ) {
-			add_settings_error( Bridge_Agent_Spool::OPTION_DIR, 'bridge_agent_unusable', $problem, 'warning' );
+			// settings_errors() prints messages as HTML, and this one quotes the submitted path.
+			add_settings_error( Bridge_Agent_Spool::OPTION_DIR, 'bridge_agent_unusable', esc_html( $problem ), 'warning' );
 		}
 		return $value;
 	}
@@ -147,7 +148,7 @@ final class Bridge_Agent_Admin {
 			echo '<tr><th scope="row">' . esc_html( $label ) . '</th><td>' . esc_html( $value ) . '</td></tr>';
 		}
 		echo '</tbody></table>';
-		if ( $this->spool->status()['pending'] > 0 ) {
+		if ( ! empty( $this->spool->kept() ) ) {
 			echo '<form method="post" action="' . esc_url( admin_url( 'admin-post.php' ) ) . '">';
 			echo '<input type="hidden" name="action" value="' . esc_attr( self::RETRY_ACTION ) . '" />';
 			wp_nonce_field( self::RETRY_ACTION );
@@ -218,11 +219,12 @@ final class Bridge_Agent_Admin {
 		$rows[ __( 'Spool backlog', 'bridge-agent' ) ] = $backlog < 0 ? __( 'cannot be read', 'bridge-agent' )
 			/* translators: %d: a number of files. */
 			: sprintf( _n( '%d file waiting for the agent', '%d files waiting for the agent', $backlog, 'bridge-agent' ), $backlog );
-		if ( $status['pending'] > 0 || $status['dropped'] > 0 ) {
+		$kept = count( $this->spool->kept() );
+		if ( $kept > 0 || $status['dropped'] > 0 ) {
 			$rows[ __( 'Kept for a retry', 'bridge-agent' ) ] = sprintf(
 				/* translators: 1: a number of products, 2: a number of products. */
 				__( '%1$d products (written as soon as the spool works; %2$d older ones were left to the agent\'s poll)', 'bridge-agent' ),
-				$status['pending'],
+				$kept,
 				$status['dropped']
 			);
 		}

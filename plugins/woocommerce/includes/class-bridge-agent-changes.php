@@ -52,8 +52,12 @@ final class Bridge_Agent_Changes {
 		'_seopress_titles_desc'   => 'product.updated',
 	);
 
-	/** Post statuses that are not products yet: "Add New" opens an auto-draft. */
-	const NOT_YET = array( 'auto-draft', 'new', 'inherit' );
+	/**
+	 * Post statuses that are not products yet: "Add New" opens an auto-draft (WooCommerce's
+	 * editor and its "Add variation" save it before it is published), and the CSV importer
+	 * creates `importing` placeholders that it fills in later.
+	 */
+	const NOT_YET = array( 'auto-draft', 'new', 'inherit', 'importing' );
 
 	/**
 	 * The spool writer.
@@ -334,6 +338,11 @@ final class Bridge_Agent_Changes {
 	public function record( $event, $id, $sku = '' ) {
 		$id = (string) $id;
 		if ( '' === $id || '0' === $id ) {
+			return;
+		}
+		// WooCommerce's hooks fire for auto-drafts too; a product that does not exist (any more)
+		// has no status and is reported (a deletion, or a product only WooCommerce's tables know).
+		if ( in_array( get_post_status( (int) $id ), self::NOT_YET, true ) ) {
 			return;
 		}
 		if ( isset( $this->events[ $id ] ) ) {

@@ -137,8 +137,9 @@ final class Bridge_Agent_Spool {
 	 */
 	public function write( array $events ) {
 		$status = $this->status();
-		if ( $status['pending'] > 0 ) {
-			$events = self::coalesce( array_merge( $this->pending(), $events ) );
+		$kept   = $this->kept();
+		if ( ! empty( $kept ) ) {
+			$events = self::coalesce( array_merge( $kept, $events ) );
 		}
 		if ( empty( $events ) ) {
 			return true;
@@ -158,7 +159,7 @@ final class Bridge_Agent_Spool {
 			}
 		}
 		if ( '' === $error ) {
-			$this->succeeded( $status, end( $names ), $written );
+			$this->succeeded( $status, end( $names ), $written, ! empty( $kept ) );
 			return true;
 		}
 		$this->failed( $status, $error, array_slice( $events, $written ) );
@@ -177,7 +178,7 @@ final class Bridge_Agent_Spool {
 	/**
 	 * The status shown in the admin, with every key present.
 	 *
-	 * @return array{last_written_at:int,last_file:string,last_events:int,error:string,error_at:int,error_logged_at:int,pending:int,dropped:int}
+	 * @return array{last_written_at:int,last_file:string,last_events:int,error:string,error_at:int,error_logged_at:int,dropped:int}
 	 */
 	public function status() {
 		$stored = get_option( self::OPTION_STATUS, array() );
@@ -188,7 +189,6 @@ final class Bridge_Agent_Spool {
 			'error'           => '',
 			'error_at'        => 0,
 			'error_logged_at' => 0,
-			'pending'         => 0,
 			'dropped'         => 0,
 		);
 		if ( is_array( $stored ) ) {
@@ -377,19 +377,20 @@ final class Bridge_Agent_Spool {
 	 * @param array<string, mixed> $status The status before.
 	 * @param string               $file   The last file written.
 	 * @param int                  $count  Events written.
+	 * @param bool                 $had_kept Whether kept events were among them.
 	 */
-	private function succeeded( array $status, $file, $count ) {
+	private function succeeded( array $status, $file, $count, $had_kept ) {
 		if ( '' !== $status['error'] ) {
 			self::log( 'spool files are written again to ' . self::directory() . '/incoming' );
 		}
-		if ( $status['pending'] > 0 ) {
+		if ( $had_kept ) {
 			delete_option( self::OPTION_PENDING );
 		}
 		$now = time();
 		// A database write costs a save more than the spool file itself (an InnoDB commit: about
 		// 5 ms here, bench/wordpress_plugin.py), so a healthy spool refreshes its status at most
 		// once a minute; any change of state is recorded at once.
-		$changed = '' !== $status['error'] || $status['pending'] > 0 || $now - $status['last_written_at'] >= self::STATUS_EVERY;
+		$changed = '' !== $status['error'] || $had_kept || $now - $status['last_written_at'] >= self::STATUS_EVERY;
 		if ( ! $changed ) {
 			return;
 		}
@@ -397,7 +398,6 @@ final class Bridge_Agent_Spool {
 		$status['last_file']       = (string) $file;
 		$status['last_events']     = $count;
 		$status['error']           = '';
-		$status['pending']         = 0;
 		update_option( self::OPTION_STATUS, $status, true );
 	}
 
@@ -410,15 +410,18 @@ final class Bridge_Agent_Spool {
 	 */
 	private function failed( array $status, $error, array $left ) {
 		$now = time();
-		if ( $error !== $status['error'] || $now - $status['error_logged_at'] >= self::LOG_EVERY ) {
+		$new = ! self::same_problem( $error, $status['error'] );
+		if ( $new || $now - $status['error_logged_at'] >= self::LOG_EVERY ) {
 			self::log( $error . ' The changes are kept and written when the spool works again.' );
 			$status['error_logged_at'] = $now;
 		}
-		if ( $error !== $status['error'] ) {
+		if ( $new ) {
 			$status['error_at'] = $now;
 		}
 		$status['error'] = $error;
-		$kept            = self::coalesce( $left );
+		// Read the kept list again just before writing it: another request may have added to it
+		// since this one started (the list is small; the window is now the two statements).
+		$kept = self::coalesce( array_merge( $this->kept(), $left ) );
 		$over            = count( $kept ) - self::MAX_PENDING;
 		if ( $over > 0 ) {
 			// Oldest first out: the poll and the reconciliation of the agent find these products.
@@ -426,18 +429,33 @@ final class Bridge_Agent_Spool {
 			$status['dropped'] += $over;
 		}
 		update_option( self::OPTION_PENDING, $kept, false );
-		$status['pending'] = count( $kept );
 		update_option( self::OPTION_STATUS, $status, true );
 	}
 
 	/**
-	 * The events kept by earlier failed writes.
+	 * The events kept by earlier failed writes, read from the database itself: the options cache
+	 * of this request may predate another request's failure (or its success).
 	 *
 	 * @return array<int, array<string, mixed>>
 	 */
-	private function pending() {
-		$kept = get_option( self::OPTION_PENDING, array() );
+	public function kept() {
+		global $wpdb;
+		$raw  = $wpdb->get_var( $wpdb->prepare( "SELECT option_value FROM {$wpdb->options} WHERE option_name = %s", self::OPTION_PENDING ) ); // phpcs:ignore WordPress.DB.DirectDatabaseQuery
+		$kept = null === $raw ? array() : maybe_unserialize( $raw );
 		return is_array( $kept ) ? array_values( $kept ) : array();
+	}
+
+	/**
+	 * Whether two error messages describe the same ongoing problem: PHP's messages carry changing
+	 * numbers ("Write of 123 bytes failed with errno=28"), which must not make every request look
+	 * like a new problem (a new log line, a new "failing since").
+	 *
+	 * @param string $a One message.
+	 * @param string $b The other.
+	 * @return bool
+	 */
+	public static function same_problem( $a, $b ) {
+		return preg_replace( '/\d+/', '#', $a ) === preg_replace( '/\d+/', '#', $b );
 	}
 
 	/**

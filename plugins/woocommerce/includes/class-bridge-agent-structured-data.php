@@ -56,10 +56,7 @@ final class Bridge_Agent_Structured_Data {
 	 * `wp_head`: the script element on single product pages whose product has JSON-LD.
 	 */
 	public function print_head() {
-		if ( ! is_singular( 'product' ) ) {
-			return;
-		}
-		$json = self::for_product( (int) get_queried_object_id() );
+		$json = self::on_this_page();
 		if ( '' !== $json ) {
 			// $json is inert inside a script element: see FLAGS and the file's docblock.
 			echo '<script type="application/ld+json" class="bridge-agent-jsonld">' . $json . "</script>\n"; // phpcs:ignore WordPress.Security.EscapeOutput.OutputNotEscaped
@@ -74,10 +71,31 @@ final class Bridge_Agent_Structured_Data {
 	 * @return mixed
 	 */
 	public function filter_woocommerce_product( $markup, $product = null ) {
-		if ( is_object( $product ) && method_exists( $product, 'get_id' ) && '' !== self::for_product( (int) $product->get_id() ) ) {
+		// Only the product this page prints JSON-LD for: the same markup is built for a product
+		// shown elsewhere (a [product_page] shortcode on a page), where ours is not printed.
+		if ( is_object( $product ) && method_exists( $product, 'get_id' ) && '' !== self::on_this_page()
+			&& (int) $product->get_id() === (int) get_queried_object_id() ) {
 			return array();
 		}
 		return $markup;
+	}
+
+	/**
+	 * The JSON-LD this page prints: the product's, on its own single page, unless the product is
+	 * password protected (WooCommerce prints no markup there either: it would leak the
+	 * description and offers the password hides); '' otherwise.
+	 *
+	 * @return string
+	 */
+	private static function on_this_page() {
+		if ( ! is_singular( 'product' ) ) {
+			return '';
+		}
+		$product_id = (int) get_queried_object_id();
+		if ( post_password_required( $product_id ) ) {
+			return '';
+		}
+		return self::for_product( $product_id );
 	}
 
 	/**
