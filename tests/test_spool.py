@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -126,6 +128,20 @@ async def test_bad_file_is_quarantined_and_does_not_block(
     assert event.store == "main"
     assert [d.id for d in await state.due(10)] == ["1"]
     assert [p.name for p in incoming.iterdir()] == [".partial.json.tmp"]
+
+
+async def test_a_writer_s_stale_temporary_file_is_removed(
+    tmp_path: Path, catalog: Path, state: StateStore
+) -> None:
+    incoming = tmp_path / "spool" / "incoming"
+    incoming.mkdir(parents=True)
+    fresh, stale = incoming / ".fresh.json.tmp", incoming / ".died.json.tmp"
+    for path in (fresh, stale):
+        path.write_text("{")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    await watcher(tmp_path, CountingStore(catalog), state).process_once()
+    assert sorted(p.name for p in incoming.iterdir()) == [".fresh.json.tmp"]
 
 
 async def test_failed_refetch_keeps_the_file_for_later(

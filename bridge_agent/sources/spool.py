@@ -14,12 +14,15 @@ Failures:
 - a file that is not a valid spool document moves to `<spool_dir>/rejected/` beside a `.why` note,
   and never blocks the files after it;
 - a re-fetch that fails (store down, 5xx) leaves that product's files in place; they are retried
-  after a backoff, and the files of other products go on.
+  after a backoff, and the files of other products go on;
+- a writer's temporary file (a `.` name) older than an hour is removed: its writer died before
+  the rename, and nothing else would ever clean it up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -38,6 +41,7 @@ from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.spool")
 
+STALE_TEMPORARY_SECONDS = 3600.0
 EVENTS = frozenset({"product.created", "product.updated", "product.deleted", "stock.updated"})
 MAX_FILE_BYTES = 1_048_576
 
@@ -182,11 +186,25 @@ class SpoolWatcher(StoreSource):
 
     def _list(self) -> list[Path]:
         try:
-            entries = [e for e in os.scandir(self.incoming) if is_spool_name(e.name)]
+            entries = list(os.scandir(self.incoming))
         except FileNotFoundError:
             return []
+        self._remove_stale_temporaries(entries)
+        entries = [e for e in entries if is_spool_name(e.name)]
         entries.sort(key=lambda e: (_mtime(e), e.name))
         return [Path(e.path) for e in entries]
+
+    def _remove_stale_temporaries(self, entries: list[os.DirEntry[str]]) -> None:
+        # A writer killed between creating its temporary file and renaming it leaves a
+        # `.`-prefixed file nobody will ever rename; no writer takes an hour over one file.
+        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+        for entry in entries:
+            if not entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            if 0 < _mtime(entry) < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    log.info("spool_stale_temporary_removed", store=self.store_id, file=entry.name)
 
     async def _reject(self, path: Path, reason: str) -> None:
         await asyncio.to_thread(self._quarantine, path, reason)
