@@ -3,8 +3,10 @@
 ```
 BridgeError
 ├── ConfigError          bad or missing settings: list every problem, exit 78
+├── InputError           an outside input (file, body, reply) that cannot be used: contain it
 ├── WireError            a hub protocol message that cannot be decoded or is malformed
 ├── StateStoreError      SQLite problems: fatal for the agent (fail closed, never guess)
+│   └── StateStoreLost   the state file was removed or replaced under the running agent
 ├── HubError             talking to the hub
 │   ├── HubUnavailable   connection errors, timeouts, 5xx, 429, garbage: retry with backoff
 │   ├── HubAuthFailed    401/403: stop shipping, show in health, lose nothing
@@ -38,12 +40,24 @@ class ConfigError(BridgeError):
         super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
 
 
+class InputError(BridgeError):
+    """One outside input (a spool file, a webhook body, a reply, a file) that cannot be used.
+
+    Raised by `bridge_agent.inputs`; the caller contains it to that input (sets the file aside,
+    answers 400, fails the one item). The message says what is wrong, never quotes the input.
+    """
+
+
 class WireError(BridgeError):
     """A hub protocol message is malformed; the message says which part."""
 
 
 class StateStoreError(BridgeError):
     """The state store cannot be opened or written."""
+
+
+class StateStoreLost(StateStoreError):
+    """The state file was removed or replaced while the agent ran: stop, commit nothing more."""
 
 
 class HubError(BridgeError):
