@@ -20,9 +20,13 @@ from typing import Any, Literal
 
 import msgpack
 
-from bridge_agent.errors import WireError
+from bridge_agent.errors import InputError, WireError
+from bridge_agent.inputs import unpack_msgpack
 
 VERSION = 1
+# Nesting of a protocol message: envelope, items, item, product, variants, variant, options... A
+# product nests about 5 deep inside an item; 32 leaves room and stops hostile depth.
+MAX_DEPTH = 32
 CONTENT_TYPE = "application/vnd.bridge.v1+msgpack"
 
 Op = Literal["upsert", "patch", "delete"]
@@ -226,11 +230,15 @@ def encode_optimization_results(results: Iterable[OptimizationResult]) -> bytes:
 # -- decoding ------------------------------------------------------------------------------------
 
 
-def unpackb(body: bytes) -> Any:
+MAX_BODY_BYTES = 64 * 1024 * 1024  # above any batch, reply or feed page either side sends
+
+
+def unpackb(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """Decode a protocol message, bounded in size and nesting (`inputs.unpack_msgpack`)."""
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise WireError(f"body is not valid msgpack ({type(exc).__name__})") from None
+        return unpack_msgpack(body, max_bytes=max_bytes, max_depth=MAX_DEPTH, what="body")
+    except InputError as exc:
+        raise WireError(str(exc)) from None
 
 
 def decode_batch(body: bytes) -> Batch:
@@ -367,3 +375,78 @@ def _int(doc: Mapping[str, Any], key: str, where: str) -> int:
 def _version(doc: Mapping[str, Any], where: str) -> None:
     if doc.get("v") != VERSION:
         raise WireError(f"{where}.v: unsupported protocol version {doc.get('v')!r} (expected 1)")
+
+
+# -- repair: the hub's ids and hashes ------------------------------------------------------------
+#
+# `GET /v1/stores/{store}/hashes?after=<id>&limit=<n>` (an extension of v1: a new route, nothing
+# renamed) pages through what the hub holds for a store, ordered by id as SQLite's BINARY
+# collation orders text (byte order of UTF-8, which is code point order, so Python's `<` on `str`
+# agrees). An item is `[id, hash or nil, deleted]`, a list rather than a map: a page of 5 000 ids
+# stays small. `next` is the id of the last item when more follow, nil on the last page. The
+# agent's repair run (sources/repair.py) compares the pages with the store and its mirror.
+
+HASH_PAGE_DEFAULT = 1000
+HASH_PAGE_MAX = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class HashEntry:
+    """What the hub holds for one product: its content hash (None: a tombstone), deleted or not."""
+
+    id: str
+    hash: str | None
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HashPage:
+    """One page of a store's ids and hashes at the hub, ordered by id."""
+
+    items: tuple[HashEntry, ...]
+    next: str | None = None  # the last item's id when more follow; None on the last page
+
+
+def encode_hash_page(page: HashPage) -> bytes:
+    return packb(
+        {
+            "v": VERSION,
+            "items": [[e.id, e.hash, e.deleted] for e in page.items],
+            "next": page.next,
+        }
+    )
+
+
+def decode_hash_page(body: bytes) -> HashPage:
+    """A page of `GET .../hashes`: well formed, at most HASH_PAGE_MAX items, strictly ordered.
+
+    The order is checked, not trusted: the repair compares id ranges, and an unordered or
+    repeating page would make it call products missing that the hub has.
+    """
+    doc = _map(unpackb(body), "hashes")
+    _version(doc, "hashes")
+    raw_items = _field(doc, "items", list, "hashes")
+    if len(raw_items) > HASH_PAGE_MAX:
+        raise WireError(f"hashes.items: {len(raw_items)} items, more than {HASH_PAGE_MAX}")
+    items: list[HashEntry] = []
+    for i, raw in enumerate(raw_items):
+        where = f"items[{i}]"
+        if not isinstance(raw, list) or len(raw) != 3:
+            raise WireError(f"{where}: expected [id, hash or nil, deleted]")
+        id_, hash_, deleted = raw
+        if not isinstance(id_, str) or not id_:
+            raise WireError(f"{where}[0]: expected a non-empty id")
+        if hash_ is not None and (not isinstance(hash_, str) or not hash_):
+            raise WireError(f"{where}[1]: expected a hash or nil")
+        if not isinstance(deleted, bool):
+            raise WireError(f"{where}[2]: expected a boolean")
+        if items and id_ <= items[-1].id:
+            raise WireError(f"{where}[0]: not after the id before it (ids must ascend)")
+        items.append(HashEntry(id_, hash_, deleted))
+    next_ = doc.get("next")
+    if next_ is not None:
+        if not isinstance(next_, str):
+            raise WireError("hashes.next: expected an id or nil")
+        if not items or next_ != items[-1].id:
+            raise WireError("hashes.next: expected the id of the page's last item")
+    return HashPage(items=tuple(items), next=next_)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import msgpack
@@ -18,6 +18,7 @@ from bridge_agent.model import Change, Product
 from bridge_agent.shipper import MAX_NO_RESULT_ATTEMPTS
 from bridge_agent.store import StateStore
 from bridge_agent.sync.hashing import content_hash
+from bridge_agent.sync.retry import Backoff
 from bridge_agent.testing.catalog import make_product
 from tests.conftest import Hub, ShipperKit, status
 
@@ -372,3 +373,77 @@ async def test_hub_failure_is_logged_when_it_starts_and_when_it_ends(
     assert len(messages) == 2  # one event when the outage starts, one when it ends
     assert messages[0][0] == 503
     assert "reachable again after 3" in messages[1][1]
+
+
+# -- hostile or broken hubs (issue 10, classes 3 and 7) -----------------------------------------
+
+
+class EndlessReply:
+    """A 200 with the protocol's content type and an endless body, counted as it is sent."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self) -> web.StreamResponse:
+        async def body() -> AsyncIterator[bytes]:
+            chunk = b"\x00" * 65_536
+            while self.sent < 400 * 1024 * 1024:
+                self.sent += len(chunk)
+                yield chunk
+
+        return web.Response(body=body(), content_type=wire.CONTENT_TYPE)
+
+
+async def test_an_oversized_hub_reply_is_refused_while_it_is_read(
+    hub: Hub, state: StateStore, make_shipper: Callable[..., ShipperKit]
+) -> None:
+    kit = make_shipper(hub)
+    await state.record(changes([make_product(1)]))
+    endless = EndlessReply()
+    hub.faults.push(endless)
+    with pytest.raises(HubUnavailable) as caught:
+        await kit.shipper.ship_once()
+    assert "larger than" in str(caught.value)
+    assert endless.sent < 48 * 1024 * 1024  # stopped near the 8 MB bound, not at 400 MB
+    assert (await state.stats()).pending == 1
+    await ship_all(kit, state)  # and the next round ships as usual
+
+
+async def test_a_deeply_nested_hub_reply_is_a_garbage_reply(
+    hub: Hub, state: StateStore, make_shipper: Callable[..., ShipperKit]
+) -> None:
+    kit = make_shipper(hub)
+    await state.record(changes([make_product(1)]))
+    deep = b"\x91" * 100_000 + b"\xc0"  # arrays in arrays, 100 000 deep
+    hub.faults.push(status(200, {"Content-Type": wire.CONTENT_TYPE}, deep))
+    with pytest.raises(HubUnavailable) as caught:
+        await kit.shipper.ship_once()
+    assert "not protocol v1" in str(caught.value)
+    await ship_all(kit, state)
+
+
+async def test_a_retry_after_of_years_is_cut_and_the_hub_probed_again(
+    hub: Hub, state: StateStore, make_shipper: Callable[..., ShipperKit]
+) -> None:
+    # A proxy asks for ten years; the hub is back a moment later. Shipping must resume within
+    # the cap (here 0.5 s), not in ten years or in the old hour.
+    kit = make_shipper(hub, backoff=Backoff(base=0.01, cap=0.05, retry_after_cap=0.5))
+    await state.record(changes([make_product(1)]))
+    hub.faults.push(status(503, {"Retry-After": str(10 * 365 * 86400)}))
+    task = asyncio.create_task(kit.shipper.run())
+    started = time.monotonic()
+    try:
+        while (await state.stats()).pending:
+            assert time.monotonic() - started < 10, "shipping did not resume"
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert hub.faults.batch_requests == 2
+
+
+def test_retry_after_is_honoured_up_to_its_cap() -> None:
+    backoff = Backoff(base=1, cap=10, retry_after_cap=120)
+    assert backoff.delay(0, retry_after=30, rand=lambda: 0.0) == 30  # past `cap`: the hub wins
+    assert backoff.delay(0, retry_after=3600, rand=lambda: 0.0) == 120  # past the cap: cut

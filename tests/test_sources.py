@@ -305,6 +305,15 @@ async def test_webhooks_good_bad_ping_replay_and_limits(tmp_path: Path, hub: Hub
                 assert ok.status_code == 200
             huge = b"{" + b" " * 5000 + b"}"
             assert (await client.post(url, content=huge, headers=_signed(huge))).status_code == 413
+            # Correctly signed and hostile: refused as a bad body, the listener goes on.
+            for hostile in (
+                b"[" * 2000 + b"]" * 2000,
+                b'{"id": ' + b"9" * 4000 + b"}",
+                b'{"id": "4\\u00002"}',
+            ):
+                refused = await client.post(url, content=hostile, headers=_signed(hostile))
+                assert refused.status_code == 400, hostile[:40]
+                assert "Traceback" not in refused.text
             other = url.replace("/main", "/nope")
             assert (
                 await client.post(other, content=body, headers=_signed(body))

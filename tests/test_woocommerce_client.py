@@ -796,6 +796,13 @@ def test_webhook_ping_is_unsigned_form_data(kit: Kit) -> None:
         (b"[1, 2]", "product.updated"),
         (b'{"name": "x"}', "product.updated"),
         (b'{"id": 1}', "order.created"),
+        # Hostile, but correctly signed (a leaked secret, a buggy plugin): 400, never a crash.
+        (b'{"id": 1, "meta": ' + b"[" * 5000 + b"]" * 5000 + b"}", "product.updated"),
+        (b'{"id": ' + b"9" * 5000 + b"}", "product.updated"),
+        (b'{"id": 99999999999999999999999}', "product.updated"),  # past 64 bits
+        ('{"id": "\u0663\u0664"}'.encode(), "product.updated"),  # Arabic-Indic digits
+        ('{"id": "\u00b2"}'.encode(), "product.updated"),  # superscript two: int() refuses
+        (b'{"id": 0, "parent_id": -4}', "product.updated"),
     ],
 )
 def test_webhook_unusable_body_is_400(kit: Kit, body: bytes, topic: str) -> None:
@@ -835,3 +842,55 @@ async def test_register_and_reactivate_webhooks(kit: Kit) -> None:
     again = await adapter.register_webhooks(url, update_secret=False)
     assert [a.action for a in again] == ["unchanged", "unchanged", "paused", "unchanged"]
     assert len(kit.fake.webhooks) == 4
+
+
+# --- bounded replies (issue 10, class 3) ----------------------------------------------------
+
+
+class Endless:
+    """A 200 answer of an endless JSON array, generated as it is sent: counts what went out."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self) -> web.StreamResponse:
+        async def body() -> AsyncIterator[bytes]:
+            chunk = b'"' + b"x" * 65_534 + b'",'
+            yield b"["
+            while self.sent < 500 * 1024 * 1024:
+                self.sent += len(chunk)
+                yield chunk
+
+        return web.Response(body=body(), content_type="application/json")
+
+
+async def test_an_oversized_reply_is_refused_while_it_is_read(kit: Kit) -> None:
+    endless = Endless()
+    kit.fake.products[7] = make_product(7)
+    kit.fake.fail("/products/7", endless)
+    client = WooClient(kit.settings(), kit.http, max_reply_bytes=1024 * 1024, attempts=1)
+    with pytest.raises(PlatformUnavailable) as caught:
+        await client.get("/products/7")
+    assert "more than 1048576 bytes" in str(caught.value)
+    # The read stopped at the limit: what was sent is the limit plus socket buffers, not 500 MB.
+    assert endless.sent < 32 * 1024 * 1024
+    no_leak(str(caught.value))
+
+
+async def test_an_oversized_listing_page_is_fetched_again_in_smaller_requests(kit: Kit) -> None:
+    for pid in range(1, 11):
+        kit.fake.products[pid] = make_product(pid)
+    kit.fake.fail("/products", Endless())
+    client = WooClient(kit.settings(), kit.http, max_reply_bytes=1024 * 1024)
+    page = await client.list_page("/products", {"status": "any"}, page=1, page_size=10)
+    assert [i["id"] for i in page.items] == list(range(10, 0, -1))
+    assert client.per_page < 10
+
+
+async def test_a_hostile_but_small_reply_is_unusable_not_a_crash(kit: Kit) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    kit.fake.products[8] = make_product(8)
+    kit.fake.fail("/products/8", lambda: web.Response(body=deep, content_type="application/json"))
+    with pytest.raises(PlatformUnavailable) as caught:
+        await WooClient(kit.settings(), kit.http, attempts=1).get("/products/8")
+    assert "nests deeper" in str(caught.value)

@@ -9,6 +9,9 @@ Rules, and why:
   commit could lose a change; answering after a slow re-fetch could time the sender out. The hint
   worker re-fetches afterwards. Replays of one delivery coalesce into the same hint.
 - The creation ping (WooCommerce posts `webhook_id=N` unsigned when a webhook is saved) answers 200.
+- One delivery's failure stays with it: a body the adapter cannot use answers 400 (even when the
+  adapter fails in an unforeseen way: the traceback goes to the log, not to the sender), and a
+  state store that cannot commit answers 503, so the sender keeps the delivery.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from bridge_agent.errors import BadWebhook
+from bridge_agent.errors import BadWebhook, StateStoreError
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
 from bridge_agent.store import StateStore
@@ -75,10 +78,22 @@ async def receive(request: web.Request) -> web.Response:
         metrics.inc("bridge_webhooks_total", store=store, outcome=outcome)
         log.warning("webhook_refused", store=store, status=exc.status, reason=str(exc))
         return web.Response(status=exc.status, text=f"{exc}\n")
+    except Exception:
+        # An adapter that fails on a body it should have refused: this delivery is refused, the
+        # listener goes on, and the traceback goes to the log, never to the sender.
+        metrics.inc("bridge_webhooks_total", store=store, outcome="bad_body")
+        log.exception("webhook_failed", store=store)
+        return web.Response(status=400, text="the delivery could not be read\n")
     if delivery.kind == "ping" or not delivery.product_ids:
         metrics.inc("bridge_webhooks_total", store=store, outcome="ping")
         return web.Response(text="ok\n")
-    await request.app[STATE].add_hints(store, delivery.product_ids, "webhook")
+    try:
+        await request.app[STATE].add_hints(store, delivery.product_ids, "webhook")
+    except StateStoreError as exc:
+        # Not committed, so not acknowledged (guarantee 2): the sender must try again later.
+        metrics.inc("bridge_webhooks_total", store=store, outcome="not_recorded")
+        log.error("webhook_not_recorded", store=store, error=str(exc))
+        return web.Response(status=503, text="the agent cannot record changes now\n")
     metrics.inc("bridge_webhooks_total", store=store, outcome="accepted")
     route.on_hints()
     return web.Response(text="ok\n")

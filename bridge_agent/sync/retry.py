@@ -3,7 +3,11 @@
 Full jitter (AWS Architecture Blog, "Exponential Backoff and Jitter") picks the delay uniformly in
 `[0, min(cap, base * 2**attempt)]`: many agents that failed together do not retry in step. When the
 server says how long to wait (`Retry-After` on 429/503), it knows better than our schedule: the
-delay is then at least that long, plus a small jitter so a fleet does not return on the same second.
+delay is then at least that long, plus a small jitter so a fleet does not return on the same second,
+but never longer than `retry_after_cap`: a server that asks for hours (a misconfigured proxy, a
+`Retry-After` meant for browsers) must not stop us for hours after it is back. Past the cap we
+simply ask again, and a server still overloaded answers with another `Retry-After`: probing at
+that pace costs it one request.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from email.utils import parsedate_to_datetime
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Delays for consecutive failures: `base` seconds doubling up to `cap`."""
+    """Delays for consecutive failures: `base` seconds doubling up to `cap`; a server's
+    `Retry-After` is honoured up to `retry_after_cap`."""
 
     base: float = 0.5
     cap: float = 60.0
+    retry_after_cap: float = 300.0
 
     def delay(
         self,
@@ -34,9 +40,10 @@ class Backoff:
         ceiling = min(self.cap, self.base * (2 ** min(attempt, 32)))
         jittered: float = rand() * ceiling
         if retry_after is not None and retry_after >= 0:
-            # The server's word wins over our schedule, even past our cap: sending earlier only
-            # earns another 429. A tenth of jitter spreads a fleet out.
-            return retry_after + rand() * min(1.0, retry_after / 10 + 0.05)
+            # The server's word wins over our schedule, even past `cap` (sending earlier only
+            # earns another 429), up to `retry_after_cap`. A tenth of jitter spreads a fleet out.
+            wait = min(retry_after, self.retry_after_cap)
+            return wait + rand() * min(1.0, wait / 10 + 0.05)
         return jittered
 
 

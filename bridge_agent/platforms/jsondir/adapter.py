@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import httpx
 
-from bridge_agent.errors import BadWebhook, ConfigError, PlatformUnavailable
+from bridge_agent.errors import BadWebhook, ConfigError, InputError, PlatformUnavailable
+from bridge_agent.inputs import loads_json, read_regular_file
 from bridge_agent.model import Product
 from bridge_agent.platforms.base import CatalogPage, WebhookDelivery
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from bridge_agent.config import StoreSettings
 
 PAGE_SIZE = 100
+MAX_PRODUCT_BYTES = 16 * 1024 * 1024  # one product file; its descriptions may be long
+MAX_WEBHOOK_BYTES = 1024 * 1024
+MAX_ID_LENGTH = 255
 
 
 class JsonDir:
@@ -48,7 +51,7 @@ class JsonDir:
             raise PlatformUnavailable(f"catalog folder {self.catalog_dir} does not exist")
 
     async def fetch_product(self, product_id: str) -> Product | None:
-        if "/" in product_id or product_id.startswith("."):
+        if "/" in product_id or product_id.startswith(".") or not product_id.isprintable():
             return None  # not a file name we would have written; such a product cannot exist
         return await asyncio.to_thread(self._read, self.catalog_dir / f"{product_id}.json")
 
@@ -90,31 +93,35 @@ class JsonDir:
         if not given or not hmac.compare_digest(given.encode(), expected.encode()):
             raise BadWebhook("webhook signature does not match")
         try:
-            doc = json.loads(body)
-        except ValueError:
-            raise BadWebhook("webhook body is not JSON", status=400) from None
+            doc = loads_json(body, max_bytes=MAX_WEBHOOK_BYTES, what="webhook body")
+        except InputError as exc:
+            raise BadWebhook(str(exc), status=400) from None
         if not isinstance(doc, dict):
             raise BadWebhook("webhook body must be a JSON object", status=400)
         if doc.get("ping"):
             return WebhookDelivery(kind="ping")
         product_id = doc.get("id")
-        if not isinstance(product_id, str | int) or isinstance(product_id, bool):
-            raise BadWebhook("webhook body has no product id", status=400)
+        if (
+            not isinstance(product_id, str | int)
+            or isinstance(product_id, bool)
+            or not 0 < len(str(product_id)) <= MAX_ID_LENGTH
+            or not str(product_id).isprintable()
+        ):
+            raise BadWebhook("webhook body has no usable product id", status=400)
         return WebhookDelivery(
             kind="product", topic=str(doc.get("topic") or ""), product_ids=(str(product_id),)
         )
 
     def _read(self, path: Path) -> Product | None:
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = read_regular_file(path, max_bytes=MAX_PRODUCT_BYTES, follow_symlinks=True)
+            return Product.from_dict(loads_json(raw, max_bytes=MAX_PRODUCT_BYTES))
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise PlatformUnavailable(f"cannot read {path}: {exc}") from exc
-        try:
-            return Product.from_dict(json.loads(text))
+        except InputError as exc:
+            raise PlatformUnavailable(f"cannot read {path}: {exc}") from None
         except (ValueError, TypeError, KeyError) as exc:
-            raise PlatformUnavailable(f"{path} is not a canonical product: {exc}") from exc
+            raise PlatformUnavailable(f"{path} is not a canonical product: {exc}") from None
 
 
 def _json_names(folder: Path) -> list[str]:

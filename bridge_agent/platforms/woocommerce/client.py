@@ -54,7 +54,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import math
 import re
 import secrets
@@ -69,11 +68,13 @@ import httpx
 import structlog
 
 from bridge_agent.errors import (
+    InputError,
     PlatformAuthFailed,
     PlatformError,
     PlatformUnavailable,
     ProductNotFound,
 )
+from bridge_agent.inputs import loads_json, read_limited
 from bridge_agent.platforms.woocommerce.settings import MAX_PER_PAGE, WooSettings
 from bridge_agent.sync.retry import Backoff, parse_retry_after
 
@@ -94,6 +95,13 @@ ATTEMPTS = 4
 TIMEOUTS_BEFORE_SHRINK = 2  # consecutive timeouts of one listing request before halving per_page
 MIN_PER_PAGE = 5
 MAX_WAIT = 60.0  # longest Retry-After slept inside the client; longer ones go to the caller
+# A page of 100 products with long descriptions is a few MB; a reply past this is refused while
+# it is read (never held whole), and a listing retries with fewer products per request.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer: WooCommerce's {"code", "message"} and more
+# Plugins store nested arrays in product meta, which the API returns as JSON; this is deeper than
+# any of them and far below what would exhaust the parser (about 1000).
+REPLY_DEPTH = 100
 _GATEWAY_TIMEOUTS = frozenset({504, 524})  # proxy gave up waiting for PHP: a timeout too
 _MASK = "********"
 _NONCE_ALPHABET = string.ascii_letters + string.digits
@@ -134,6 +142,19 @@ class _ShrinkPage(Exception):
     """A listing request timed out repeatedly: retry the page with fewer items per request."""
 
 
+class _ReplyTooLarge(Exception):
+    """A successful answer over `max_reply_bytes` (never held whole)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An answer read within its size bound: what `_answer` needs of it."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
 def _nonce() -> str:
     return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(32))
 
@@ -152,8 +173,10 @@ class WooClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         nonce: Callable[[], str] = _nonce,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         self._settings = settings
+        self._max_reply = max_reply_bytes
         self._http = http
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._attempts = max(1, attempts)
@@ -293,7 +316,11 @@ class WooClient:
             request = self.build_request(method, path, params, body)  # fresh nonce and timestamp
             failure: PlatformUnavailable
             try:
-                response = await self._http.send(request)
+                response = await self._receive(request, where)
+            except _ReplyTooLarge as exc:
+                if shrinkable:
+                    raise _ShrinkPage from None  # fewer products per request, smaller replies
+                raise PlatformUnavailable(str(exc)) from None
             except httpx.TimeoutException as exc:
                 timeouts += 1
                 if shrinkable and timeouts >= TIMEOUTS_BEFORE_SHRINK:
@@ -339,9 +366,27 @@ class WooClient:
             )
             await self._sleep(delay)
 
+    async def _receive(self, request: httpx.Request, where: str) -> _Reply:
+        """Send, and read the answer within `max_reply_bytes` (httpx errors pass through)."""
+        response = await self._http.send(request, stream=True)
+        try:
+            limit = self._max_reply if response.is_success else ERROR_BODY_BYTES
+            try:
+                content = await read_limited(response, limit)
+            except InputError:
+                if response.is_success:
+                    raise _ReplyTooLarge(
+                        f"WooCommerce at {self._host} answered {where} with more than {limit} "
+                        "bytes: lower per_page, or check what the store sends"
+                    ) from None
+                content = b""  # an error page too long to read: its status says enough
+        finally:
+            await response.aclose()
+        return _Reply(response.status_code, response.headers, content)
+
     # -- answers ----------------------------------------------------------------------------------
 
-    def _answer(self, response: httpx.Response, method: str, path: str, where: str) -> WooResponse:
+    def _answer(self, response: _Reply, method: str, path: str, where: str) -> WooResponse:
         status = response.status_code
         if 200 <= status < 300:
             return WooResponse(
@@ -432,11 +477,13 @@ def _retryable(status: int) -> bool:
     return status == 429 or (500 <= status < 600 and status != 501)
 
 
-def _decode(response: httpx.Response, path: str, host: str) -> Any:
+def _decode(response: _Reply, path: str, host: str) -> Any:
     try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        pass
+        return loads_json(
+            response.content, max_bytes=len(response.content), max_depth=REPLY_DEPTH, what="it"
+        )
+    except InputError as exc:
+        problem = str(exc)
     head = response.content[:200].lstrip()
     if head.startswith(b"<") and (b"{" in response.content or b"[" in response.content):
         hint = (
@@ -449,7 +496,7 @@ def _decode(response: httpx.Response, path: str, host: str) -> Any:
             "plugin, or a wrong url/api_prefix"
         )
     else:
-        hint = "the answer is not JSON"
+        hint = problem
     kind = response.headers.get("Content-Type", "no content type").split(";")[0]
     raise PlatformUnavailable(
         f"invalid JSON from {host}{path} (HTTP {response.status_code}, {kind}): {hint}"
@@ -463,11 +510,11 @@ def _items(response: WooResponse, path: str, host: str) -> list[dict[str, Any]]:
     return data
 
 
-def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+def _error_body(response: _Reply) -> tuple[str | None, str | None]:
     """WooCommerce's `{"code", "message"}` when the body is one; (None, None) otherwise."""
     try:
-        data = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+        data = loads_json(response.content, max_bytes=ERROR_BODY_BYTES, what="error body")
+    except InputError:
         return None, None
     if not isinstance(data, dict):
         return None, None
@@ -479,7 +526,7 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
     )
 
 
-def _int_header(response: httpx.Response, name: str) -> int | None:
+def _int_header(response: _Reply, name: str) -> int | None:
     value = response.headers.get(name)
     if value is None:
         return None

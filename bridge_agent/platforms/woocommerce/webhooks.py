@@ -21,12 +21,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from bridge_agent.errors import BadWebhook
+from bridge_agent.errors import BadWebhook, InputError
+from bridge_agent.inputs import loads_json
 from bridge_agent.platforms.base import WebhookDelivery
 
 __all__ = ["PRODUCT_TOPICS", "sign", "verify"]
@@ -78,9 +78,9 @@ def verify(headers: Mapping[str, str], body: bytes, secret: str) -> WebhookDeliv
             status=400,
         )
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadWebhook("the body is not JSON", status=400) from None
+        payload = loads_json(body, max_bytes=len(body), what="the body")
+    except InputError as exc:
+        raise BadWebhook(str(exc), status=400) from None
     if not isinstance(payload, dict):
         raise BadWebhook("the body is not a JSON object", status=400)
     product_id = _product_id(payload)
@@ -112,10 +112,11 @@ def _product_id(payload: dict[str, Any]) -> str | None:
 
 
 def _positive(value: Any) -> str | None:
+    """A WooCommerce post id: a positive 64-bit integer, as a number or ASCII digits."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)  # only ASCII digits: int() also reads "٣" and refuses "²"
+    if isinstance(value, int) and 0 < value < 2**63:
         return str(value)
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
-        return str(int(value))
     return None
