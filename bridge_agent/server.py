@@ -7,7 +7,9 @@
 - `GET /metrics`: Prometheus text (see `metrics.py`).
 - `GET /status`: JSON for `bridge-agent status` and scripts: outbox depth, oldest pending age,
   last shipment, hub link, per-store state (with the spool's backlog: files waiting and set
-  aside), runs and recent events.
+  aside), runs and recent events. A store with an open run is `importing`, `refreshing` or
+  `repairing` rather than what its sources say (`watching`), unless it is failing: a failure
+  is what an operator must see first.
 
 The server only reads: it never writes the state store or calls a store or the hub.
 """
@@ -27,6 +29,7 @@ from aiohttp import web
 from bridge_agent import __version__
 from bridge_agent.errors import StateStoreError
 from bridge_agent.health import Check, Health
+from bridge_agent.listener import Limits, listening
 from bridge_agent.metrics import Metrics
 from bridge_agent.shipper import HubLink
 from bridge_agent.sources.spool import backlog
@@ -75,21 +78,25 @@ def make_app(view: AgentView) -> web.Application:
 
 
 async def serve(
-    app: web.Application, host: str, port: int, *, bound: Callable[[int], None] | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    name: str,
+    limits: Limits,
+    metrics: Metrics | None = None,
+    bound: Callable[[int], None] | None = None,
 ) -> None:
-    """Root task: serve until cancelled, then shut down. `bound(port)` once listening."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        actual = int(runner.addresses[0][1])  # the real port when asked for port 0
-        log.info("listening", host=host, port=actual)
+    """Root task: serve until cancelled, then shut down. `bound(port)` once listening.
+
+    Every listener of the agent goes through here, so each one has the head, body and idle
+    deadlines and the connection cap of `listener.py`; `name` labels it in metrics and logs.
+    """
+    async with listening(app, host, port, name=name, limits=limits, metrics=metrics) as actual:
+        log.info("listening", listener=name, host=host, port=actual)
         if bound is not None:
             bound(actual)
         await asyncio.Event().wait()
-    finally:
-        await asyncio.shield(runner.cleanup())
 
 
 async def checks(view: AgentView) -> list[Check]:
@@ -186,7 +193,7 @@ async def status_document(
             s.id: {
                 "platform": s.platform,
                 "active": s.active,
-                **_store_state(s, live),
+                **_store_state(s, live, await state.open_runs(s.id)),
                 "products": await state.mirror_count(s.id),
                 **(
                     {"spool": (await asyncio.to_thread(backlog, s.spool_dir)).as_dict(now)}
@@ -216,12 +223,25 @@ def _hub_status(live: Live | None) -> dict[str, Any]:
     }
 
 
-def _store_state(store: StoreView, live: Live | None) -> dict[str, Any]:
+_RUN_STATES = {"import": "importing", "refresh": "refreshing", "repair": "repairing"}
+
+
+def _store_state(store: StoreView, live: Live | None, runs: Sequence[Run] = ()) -> dict[str, Any]:
+    """The store's state column: inactive, stopped, failing, busy with a run, or its health."""
     if not store.active:
         return {"state": "inactive", "ok": True, "detail": None}
     if live is None:
         return {"state": "stopped", "ok": None, "detail": None}
     h = store.health
+    if runs and not h.failing:
+        run = runs[0]  # the importer runs a store's open runs one at a time, oldest first
+        progress = f"{run.done}/{run.total}" if run.total else f"{run.done}"
+        return {
+            "state": _RUN_STATES.get(run.kind, f"running {run.kind}"),
+            "ok": True,
+            "detail": f"{run.kind} run {run.id}: {progress} product(s)",
+            "since": run.started_at / 1e3,
+        }
     return {"state": h.state, "ok": not h.failing, "detail": h.detail, "since": h.since}
 
 
