@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bridge_agent.errors import StateStoreError
+from bridge_agent.errors import StateStoreError, StateStoreLost
 from bridge_agent.model import Change, Product
 from bridge_agent.store import DB_NAME, Settlement, StateStore
 from bridge_agent.store.schema import MIGRATIONS
@@ -201,3 +203,37 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StateStoreError, match="cannot"):
         StateStore.open_sync(blocker / "state")
+
+
+# -- lost state (issue 10, class 6) -----------------------------------------------------------
+
+
+async def test_a_removed_state_file_is_noticed_and_nothing_is_committed_into_it(
+    tmp_path: Path,
+) -> None:
+    async with StateStore.open(tmp_path / "state") as state:
+        assert state.created
+        await state.record([Change("main", "1", make_product(1), "spool", 1)])
+        shutil.rmtree(tmp_path / "state")  # an operator's rm -rf, a new disk mounted over it
+        with pytest.raises(StateStoreLost, match="was removed"):
+            await state.check()
+        with pytest.raises(StateStoreLost):
+            await state.record([Change("main", "2", make_product(2), "spool", 1)])
+        with pytest.raises(StateStoreLost):
+            await state.add_hints("main", ["3"], "webhook")
+
+
+async def test_a_replaced_state_file_is_noticed(tmp_path: Path) -> None:
+    async with StateStore.open(tmp_path / "state") as state:
+        await state.record([Change("main", "1", make_product(1), "spool", 1)])
+        path = tmp_path / "state" / DB_NAME
+        copy = tmp_path / "restored.sqlite"
+        shutil.copy(path, copy)
+        os.replace(copy, path)  # a restore from a backup, under the running agent
+        with pytest.raises(StateStoreLost, match="replaced"):
+            await state.check()
+        with pytest.raises(StateStoreLost):
+            await state.record([Change("main", "2", make_product(2), "spool", 1)])
+    async with StateStore.open(tmp_path / "state") as again:
+        assert not again.created  # the restored file is an earlier state, not a new one
+        assert [d.id for d in await again.due(10)] == ["1"]

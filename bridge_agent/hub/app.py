@@ -6,6 +6,7 @@ Routes (every one but `/healthz` needs `Authorization: Bearer <token>`):
 - `POST /v1/batches`                                   upstream deltas, msgpack in and out
 - `GET  /v1/stores/{store}/products?after=&limit=`     inspection: products ordered by id as text
 - `GET  /v1/stores/{store}/products/{id}`              inspection: one product, 404 if never seen
+- `GET  /v1/stores/{store}/hashes?after=&limit=`       ids, hashes, deleted flags (msgpack): repair
 - `GET  /v1/stats`                                     counters, for tests and the benchmark
 - `POST /v1/stores/{store}/optimizations`              enqueue optimizations (JSON), 201 + ids
 - `GET  /v1/stores/{store}/optimizations?after=&wait=` the downstream feed (msgpack, long poll)
@@ -115,6 +116,7 @@ def make_app(
     app.router.add_get("/v1/stats", get_stats)
     app.router.add_get("/v1/stores/{store}/products", list_products)
     app.router.add_get("/v1/stores/{store}/products/{id}", get_product)
+    app.router.add_get("/v1/stores/{store}/hashes", get_hashes)
     app.router.add_post("/v1/stores/{store}/optimizations", enqueue_optimizations)
     app.router.add_get("/v1/stores/{store}/optimizations", get_feed)
     app.router.add_post("/v1/stores/{store}/optimizations/results", post_results)
@@ -282,6 +284,23 @@ async def get_product(request: web.Request) -> web.Response:
     if record is None:
         return web.json_response({"error": f"product {store}/{product_id} never seen"}, status=404)
     return web.json_response(record.to_json())
+
+
+async def get_hashes(request: web.Request) -> web.Response:
+    """A page of the store's ids and hashes, for the agent's repair run (wire.HashPage)."""
+    store = request.match_info["store"]
+    after = request.query.get("after", "")
+    limit = _int_param(request, "limit", wire.HASH_PAGE_DEFAULT)
+    if limit < 1:
+        raise _bad_request("limit: must be at least 1")
+    limit = min(limit, wire.HASH_PAGE_MAX)
+    rows = await request.app[DB_KEY].hashes(store, after, limit + 1)  # one more: is there a next?
+    page = rows[:limit]
+    more = len(rows) > limit
+    answer = wire.HashPage(
+        items=tuple(wire.HashEntry(*row) for row in page), next=page[-1][0] if more else None
+    )
+    return _msgpack_response(wire.encode_hash_page(answer))
 
 
 async def enqueue_optimizations(request: web.Request) -> web.Response:

@@ -312,6 +312,25 @@ class HubDB:
         )
         return [_product_record(row) for row in rows]
 
+    async def hashes(
+        self, store: str, after: str, limit: int
+    ) -> list[tuple[str, str | None, bool]]:
+        """Up to `limit` (id, hash, deleted) of `store` with id > `after`, ordered by id as text.
+
+        For the agent's repair runs (`GET .../hashes`): the small columns only, so a page of
+        thousands of ids never reads the products' data (stored last in the row for this).
+        """
+        return await self._run(self._hashes_sync, store, after, limit)
+
+    def _hashes_sync(
+        self, store: str, after: str, limit: int
+    ) -> list[tuple[str, str | None, bool]]:
+        rows = self._conn.execute(
+            "SELECT id, hash, deleted FROM products WHERE store = ? AND id > ? ORDER BY id LIMIT ?",
+            (store, after, limit),
+        )
+        return [(pid, hash_, bool(deleted)) for pid, hash_, deleted in rows]
+
     async def get_product(self, store: str, product_id: str) -> ProductRecord | None:
         return await self._run(self._get_product_sync, store, product_id)
 

@@ -7,9 +7,13 @@ After a crash or a stop the run resumes from its checkpoint with its frozen sett
 (Sales Layer rules 03, 08, 09).
 
 When runs start:
-- on the first start for a store (no import ever ran and the mirror is empty);
+- on the first start for a store (no import ever ran and the mirror is empty), queued together
+  with a `repair` run that follows it (a new state: the hub may hold what the store deleted);
 - when `bridge-agent sync --store S` writes a `refresh` run into the state store (the running
-  agent picks it up within seconds).
+  agent picks it up within seconds), or `sync --repair` a `repair` run.
+
+`repair` runs compare the hub with the store and the mirror (sources/repair.py); they run here,
+one at a time with the others, with the same pauses, retries and frozen settings.
 
 A run that fails (store down) pauses and is retried with backoff; after `MAX_FAILURES` failures
 in a row without progress it is marked failed and says why (guarantee 7: no silent loops). The
@@ -28,11 +32,12 @@ import structlog
 
 from bridge_agent.aio import wait_event
 from bridge_agent.config import StoreSettings, redact
-from bridge_agent.errors import PlatformError
+from bridge_agent.errors import HubError, PlatformError
 from bridge_agent.model import Change, Product
 from bridge_agent.platforms import Platform
 from bridge_agent.sources import StoreContext, StoreSource
 from bridge_agent.sources.images import ImageChecker
+from bridge_agent.sources.repair import HubHashes, Repair
 from bridge_agent.store import Run, now_ms
 from bridge_agent.sync.retry import Backoff
 
@@ -40,6 +45,7 @@ log = structlog.get_logger("bridge_agent.importer")
 
 MAX_FAILURES = 8
 MAX_FAILED_LISTED = 100  # failed products listed by id in the report; the rest are counted
+DUPLICATES_LISTED = 20  # duplicate SKUs named in the event log; the report holds them all
 CHECK_INTERVAL = 5.0
 FROZEN_KEYS = ("concurrency", "images_max_per_product", "deletions", "options")
 
@@ -91,8 +97,10 @@ class Importer(StoreSource):
         store: StoreSettings,
         build_platform: Callable[[StoreSettings], AbstractAsyncContextManager[Platform]],
         images: Callable[[], ImageChecker] | None = None,
+        hub_hashes: HubHashes | None = None,
     ) -> None:
         super().__init__(ctx)
+        self._hub_hashes = hub_hashes  # for `repair` runs (sources/repair.py); None: no hub
         self._images = images  # makes one image checker per run; None: no image checks
         self.store = store
         # Runs use their frozen settings, not ctx.platform's: each execution builds its own
@@ -109,7 +117,7 @@ class Importer(StoreSource):
                 try:
                     await self.execute(run)
                     failures = 0
-                except PlatformError as exc:
+                except (PlatformError, HubError) as exc:
                     failures += 1
                     if await self._failed(run, exc, failures):
                         failures = 0  # given up on this run; the next one starts afresh
@@ -125,14 +133,33 @@ class Importer(StoreSource):
             return None
         if await self._state.mirror_count(self.store.id):
             return None
-        run_id = await self._state.start_run("import", self.store.id, freeze(self.store))
-        log.info("import_started", store=self.store.id, run=run_id)
+        # A first import means a new state for this store (a first install, or state lost): the
+        # hub may hold products the store deleted meanwhile, so a repair follows the import.
+        kinds = ("import", "repair") if self._hub_hashes is not None else ("import",)
+        await self._state.raise_seq_to_clock()  # never reuse an earlier life's seqs at the hub
+        run_id, *repair = await self._state.start_runs(self.store.id, kinds, freeze(self.store))
+        log.info("import_started", store=self.store.id, run=run_id, repair=repair or None)
         return run_id
 
     async def execute(self, run: Run) -> None:
         """Run (or resume) one run to its end. Raises PlatformError when the store fails."""
-        async with self._build(thaw(self.store, run.config)) as platform:
-            await self._execute(run, platform)
+        settings = thaw(self.store, run.config)
+        async with self._build(settings) as platform:
+            if run.kind == "repair":
+                await self._repair(run, settings, platform)
+            else:
+                await self._execute(run, platform)
+
+    async def _repair(self, run: Run, settings: StoreSettings, platform: Platform) -> None:
+        if self._hub_hashes is None:
+            await self._state.finish_run(run.id, state="failed", error="no hub to repair against")
+            return
+        repair = Repair(
+            self, self._hub_hashes, deletions=settings.deletions, concurrency=settings.concurrency
+        )
+        await repair.execute(run, platform)
+        if self.health.state in ("import_failing", "repair_failing"):
+            self.health.ok()
 
     async def _execute(self, run: Run, platform: Platform) -> None:
         checkpoint = dict(run.checkpoint or {})
@@ -209,6 +236,15 @@ class Importer(StoreSource):
                 product=failure["product"],
                 status=failure["status"],
             )
+        if duplicates:
+            listed = ", ".join(f"{sku} ({n} products)" for sku, n in duplicates[:DUPLICATES_LISTED])
+            more = len(duplicates) - DUPLICATES_LISTED
+            await self._state.log_event(
+                f"{run.kind} run {run.id}: {len(duplicates)} SKU(s) held by more than one"
+                f" product: {listed}" + (f" and {more} more" if more > 0 else ""),
+                level="warning",
+                store=self.store.id,
+            )
         await self._state.log_event(
             f"{run.kind} run {run.id} finished: {report['imported']} product(s),"
             f" {report['failed']} failed,"
@@ -217,13 +253,29 @@ class Importer(StoreSource):
             f" {len(duplicates)} duplicate SKU(s)" + _image_summary(checkpoint.get("images")),
             store=self.store.id,
         )
-        log.info("run_finished", store=self.store.id, run=run.id, **report)
+        # One line of counts: the lists (failures, duplicate SKUs) are in the event log and the
+        # run's report (`bridge-agent log`, `/status`), not in a multi-KB log line.
+        images = checkpoint.get("images") or {}
+        log.info(
+            "run_finished",
+            store=self.store.id,
+            run=run.id,
+            kind=run.kind,
+            imported=report["imported"],
+            pages=report["pages"],
+            failed=report["failed"],
+            no_image=report["warnings"]["no_image"],
+            no_price=report["warnings"]["no_price"],
+            duplicate_skus=len(duplicates),
+            images_unreachable=images.get("unreachable", 0),
+            images_oversized=images.get("oversized", 0),
+        )
         if self.health.state == "import_failing":
             self.health.ok()
 
-    async def _failed(self, run: Run, exc: PlatformError, failures: int) -> bool:
+    async def _failed(self, run: Run, exc: PlatformError | HubError, failures: int) -> bool:
         """Pause the run, or give up on it after MAX_FAILURES; True when given up."""
-        self.health.fail("import_failing", str(exc))
+        self.health.fail("repair_failing" if run.kind == "repair" else "import_failing", str(exc))
         if failures < MAX_FAILURES:
             log.warning("run_paused", store=self.store.id, run=run.id, error=str(exc))
             return False

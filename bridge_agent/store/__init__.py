@@ -15,6 +15,15 @@ Why these durability settings (see also docs/guarantees.md):
 
 Integrity errors (a corrupt file, a disk that refuses writes) raise `StateStoreError`: the agent
 fails closed rather than guessing what was committed.
+
+Lost state. SQLite keeps writing to an open file after it was deleted or replaced (a restore, an
+operator's `rm -rf`, a new disk mounted over the folder): every commit would then go to a file
+nobody will ever read again, while webhooks are answered 2xx and spool files deleted. So the store
+remembers the identity (device and inode) of the file it opened and checks it before every commit
+and in `check()`; a mismatch raises `StateStoreLost`, the commit is rolled back (nothing is
+acknowledged on its strength), `/healthz` fails with the reason and the agent stops. `created` says
+whether this open created the file: a new, empty state, which the agent announces and repairs
+against the hub.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from bridge_agent.errors import StateStoreError
+from bridge_agent.errors import StateStoreError, StateStoreLost
 from bridge_agent.model import Change
 from bridge_agent.store.schema import MIGRATIONS
 from bridge_agent.sync.hashing import content_hash
@@ -137,11 +146,21 @@ class Run:
 class StateStore:
     """Async facade over the agent's SQLite file. Open with `async with StateStore.open(dir)`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        executor: ThreadPoolExecutor,
+        *,
+        created: bool = False,
+        identity: tuple[int, int] | None = None,
+    ) -> None:
         self._conn = conn
         self.path = path
         self._executor = executor
         self._seq_next: int | None = None  # the seq counter, during a write transaction
+        self.created = created  # this open created the file: a new, empty state
+        self._identity = identity  # (st_dev, st_ino) of the file opened; None: not checked
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -168,6 +187,7 @@ class StateStore:
         path = state_dir / DB_NAME
         try:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            created = not path.exists()
             conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -176,11 +196,18 @@ class StateStore:
             conn.execute("PRAGMA foreign_keys=ON")
             _migrate(conn, path)
             os.chmod(path, 0o600)
+            info = os.stat(path)
         except sqlite3.Error as exc:
             raise StateStoreError(f"cannot open state store {path}: {exc}") from exc
         except OSError as exc:
             raise StateStoreError(f"cannot create state directory {state_dir}: {exc}") from exc
-        return cls(conn, path, executor or ThreadPoolExecutor(max_workers=1))
+        return cls(
+            conn,
+            path,
+            executor or ThreadPoolExecutor(max_workers=1),
+            created=created,
+            identity=(info.st_dev, info.st_ino),
+        )
 
     @classmethod
     def open_read_only(
@@ -370,6 +397,7 @@ class StateStore:
         try:
             yield db
             self._flush_seq(db)
+            self._check_identity()  # never commit into a file that is no longer the state
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -675,15 +703,146 @@ class StateStore:
 
         await self._run(write)
 
-    async def events(self, limit: int = 50) -> list[Event]:
+    async def events(
+        self,
+        limit: int = 50,
+        *,
+        levels: Iterable[str] | None = None,
+        stores: Iterable[str] | None = None,
+    ) -> list[Event]:
+        """The newest `limit` events, newest first; only those of `levels` and `stores` if given."""
+        wanted = [None if v is None else json.dumps(list(v)) for v in (levels, stores)]
         rows = await self._run(
             lambda: self._conn.execute(
                 "SELECT at, level, store, product, status, message FROM events"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
+                " WHERE (?1 IS NULL OR level IN (SELECT value FROM json_each(?1)))"
+                " AND (?2 IS NULL OR store IN (SELECT value FROM json_each(?2)))"
+                " ORDER BY id DESC LIMIT ?3",
+                (*wanted, limit),
             ).fetchall()
         )
         return [Event(*r) for r in rows]
+
+    # -- repair against the hub (sources/repair.py) --------------------------------------------
+
+    async def start_runs(
+        self, store: str, kinds: Sequence[str], config: dict[str, Any]
+    ) -> list[int]:
+        """Queue several runs in one transaction (the first import and its repair): a crash
+        between them must not leave the import without the repair that follows it."""
+
+        def write() -> list[int]:
+            now = now_ms()
+            with self._write() as db:
+                return [
+                    db.execute(
+                        "INSERT INTO runs (kind, store, state, config, started_at, updated_at)"
+                        " VALUES (?, ?, 'running', ?, ?, ?) RETURNING id",
+                        (kind, store, json.dumps(config, sort_keys=True), now, now),
+                    ).fetchone()[0]
+                    for kind in kinds
+                ]
+
+        return await self._run(write)
+
+    async def raise_seq_to_clock(self) -> int:
+        """Move the seq counter up to the clock (epoch ms x 1000) unless it is there already.
+
+        At every start (`Agent.run`) and for a new state (`Importer.start_first_import`): a new
+        state's counter would start again at 1, a restored one's where the backup stood,
+        and the hub is idempotent on (agent, seq): a seq that an earlier life of this agent used
+        gets the remembered answer of that other item without being applied. A `delete` of
+        another product even looks the same (op delete, no hash), so a repair's deletion would
+        be answered `ok` and never happen. A life used fewer than 1000 seqs per millisecond it
+        ran, so the clock is past every seq it took. Returns the next seq.
+        """
+
+        def write() -> int:
+            floor = time.time_ns() // 1000  # epoch ms x 1000
+            with self._write() as db:
+                row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+                current = 1 if row is None else int(row[0])
+                if current < floor:
+                    self._meta_set(db, "next_seq", str(floor))
+                return max(current, floor)
+
+        return await self._run(write)
+
+    async def repair_mirror(
+        self, store: str, *, after: str, upto: str | None, limit: int
+    ) -> list[MirrorState]:
+        """Mirror rows with `after` < id <= `upto` (no upper bound when None), by id, at most
+        `limit`, with their outbox state: one slice of the mirror for a repair run to compare
+        with the same range of the hub's ids. The data columns are not read."""
+        sql = (
+            "SELECT m.id, m.hash, m.deleted, m.acked_hash, o.state FROM mirror m"
+            " LEFT JOIN outbox o ON o.store = m.store AND o.id = m.id"
+            " WHERE m.store=? AND m.id > ?"
+        )
+        args: tuple[Any, ...] = (store, after)
+        if upto is not None:
+            sql, args = sql + " AND m.id <= ?", (*args, upto)
+        rows = await self._run(
+            lambda: self._conn.execute(sql + " ORDER BY m.id LIMIT ?", (*args, limit)).fetchall()
+        )
+        return [MirrorState(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows]
+
+    async def repair_page(
+        self,
+        store: str,
+        repairs: Repairs,
+        *,
+        run_id: int,
+        checkpoint: dict[str, Any],
+        done: int,
+    ) -> int:
+        """Apply one slice of a repair run and its checkpoint in one transaction; rows queued.
+
+        Every write is conditioned on what the run read (hash, deleted, acked hash; no row at
+        all for `delete`): a product that another source recorded meanwhile keeps its newer
+        state, and at worst is sent once more. Crash-safe like `record_page` (guarantee 3).
+        """
+
+        def write() -> int:
+            prepared = [(c, _encode(c)) for c in repairs.changes]
+            observed = now_ms()
+            with self._write() as db:
+                queued = sum(self._record_one(db, c, data, h) for c, (data, h) in prepared)
+                for id_ in repairs.delete:
+                    # Never seen by this mirror, so `_record_one` would drop the deletion
+                    # ("never seen, never shipped"); the hub has the product, so it must go.
+                    inserted = db.execute(
+                        "INSERT INTO mirror (store, id, data, hash, deleted, recorded_at)"
+                        " VALUES (?, ?, NULL, NULL, 1, ?) ON CONFLICT (store, id) DO NOTHING",
+                        (store, id_, observed),
+                    ).rowcount
+                    if inserted:
+                        self._dirty(db, store, id_, repairs.source, observed)
+                        queued += 1
+                for id_, hash_, deleted, acked in repairs.resend:
+                    # Without a base the shipper sends the whole product (or the delete again).
+                    changed = db.execute(
+                        "UPDATE mirror SET acked_hash=NULL, acked_data=NULL WHERE store=? AND id=?"
+                        " AND hash IS ? AND deleted=? AND acked_hash IS ?",
+                        (store, id_, hash_, int(deleted), acked),
+                    ).rowcount
+                    if changed:
+                        self._dirty(db, store, id_, repairs.source, observed)
+                        queued += 1
+                db.executemany(
+                    # The hub holds the current data: a patch base, and a pending row for the
+                    # same content settles without being sent (acked_data NULL, see schema.py).
+                    "UPDATE mirror SET acked_hash=hash, acked_data=NULL WHERE store=? AND id=?"
+                    " AND hash=? AND deleted=0 AND acked_hash IS ?",
+                    [(store, id_, hash_, acked) for id_, hash_, acked in repairs.acked],
+                )
+                db.execute(
+                    "UPDATE runs SET checkpoint=?, done=?, updated_at=? WHERE id=?",
+                    (json.dumps(checkpoint, sort_keys=True), done, now_ms(), run_id),
+                )
+                return queued
+
+        return await self._run(write)
 
     # -- meta ----------------------------------------------------------------------------------
 
@@ -703,8 +862,57 @@ class StateStore:
         )
 
     async def check(self) -> None:
-        """A cheap read that fails if the database is unusable (for /healthz)."""
-        await self._run(lambda: self._conn.execute("SELECT COUNT(*) FROM meta").fetchone())
+        """A cheap read that fails if the database is unusable or its file was lost (/healthz)."""
+
+        def read() -> None:
+            self._check_identity()
+            self._conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+
+        await self._run(read)
+
+    def _check_identity(self) -> None:
+        """Raise StateStoreLost when the file at `path` is no longer the one this store opened."""
+        if self._identity is None:
+            return
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            raise StateStoreLost(
+                f"state store {self.path} was removed while the agent runs: stopping so that "
+                "nothing more is acknowledged into a deleted file; the next start creates a new "
+                "state, imports the catalog and repairs the hub against it"
+            ) from None
+        except OSError as exc:
+            raise StateStoreLost(
+                f"state store {self.path} cannot be checked: {exc.strerror or exc}"
+            ) from None
+        if (info.st_dev, info.st_ino) != self._identity:
+            raise StateStoreLost(
+                f"state store {self.path} was replaced by another file while the agent runs "
+                "(a restore or a copy over it): stopping; the next start opens the new file"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorState:
+    """One mirror row as a repair run compares it with the hub (no data)."""
+
+    id: str
+    hash: str | None
+    deleted: bool
+    acked_hash: str | None
+    outbox: str | None  # the outbox row's state ("pending", "rejected"), None when none
+
+
+@dataclass(frozen=True, slots=True)
+class Repairs:
+    """What one slice of a repair run writes (`StateStore.repair_page`)."""
+
+    source: str = "verify"
+    changes: Sequence[Change] = ()  # re-fetched products (or deletions), recorded as usual
+    delete: Sequence[str] = ()  # ids the mirror never saw, gone from the store, live at the hub
+    resend: Sequence[tuple[str, str | None, bool, str | None]] = ()  # (id, hash, deleted, acked)
+    acked: Sequence[tuple[str, str, str | None]] = ()  # (id, hash the hub holds, acked seen)
 
 
 _RUN_COLUMNS = (
