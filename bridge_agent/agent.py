@@ -39,9 +39,15 @@ import httpx
 import structlog
 import watchfiles
 
-from bridge_agent import __version__, logs, platforms
+from bridge_agent import __version__, logs, platforms, wire
 from bridge_agent.config import Config, HubSettings, StoreSettings, load_config
-from bridge_agent.errors import BridgeError, ConfigError, PlatformError, StateStoreError
+from bridge_agent.errors import (
+    BridgeError,
+    ConfigError,
+    PlatformError,
+    StateStoreError,
+    StateStoreLost,
+)
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
@@ -153,6 +159,11 @@ class Agent:
         cfg = self.config
         async with contextlib.AsyncExitStack() as stack:
             state = await stack.enter_async_context(StateStore.open(cfg.agent.state_dir))
+            if state.created:
+                await self._announce_new_state(state)
+            # A state restored from a backup (or a new one) counts seqs from where it stood; the
+            # hub is idempotent on (agent, seq), so seqs of a later life must never come back.
+            await state.raise_seq_to_clock()
             stack.push_async_callback(self._close_clients)
             stack.callback(self.notifier.close)
             # Build every adapter before any task starts: a store whose settings its adapter
@@ -182,9 +193,11 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 listen = cfg.health.listen
-                server = self._spawn(
-                    "server:health", serve(app, listen.host, listen.port, bound=on_bound)
-                )
+                health = serve(
+                    app, listen.host, listen.port,
+                    name="health", limits=cfg.health, metrics=self.metrics, bound=on_bound,
+                )  # fmt: skip
+                server = self._spawn("server:health", health)
                 work = [self._spawn("shipper", shipper.run())]
                 self._ensure_webhook_listener(cfg)
                 for store in cfg.stores:
@@ -218,6 +231,16 @@ class Agent:
             self._group = None
             log.info("agent_stopped")
 
+    async def _announce_new_state(self, state: StateStore) -> None:
+        """Say loudly that the agent starts from nothing: a first install, or lost state."""
+        message = (
+            f"new, empty state store at {state.path}: no earlier state was found (a first start,"
+            " or the state directory was lost or restored from elsewhere); the catalog is"
+            " imported and the hub repaired against it"
+        )
+        log.warning("state_store_new", path=str(state.path), detail=message)
+        await state.log_event(message, level="warning")
+
     def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         assert self._group is not None
         return self._group.create_task(guard(name, coro), name=name)
@@ -235,7 +258,14 @@ class Agent:
         return client
 
     def _hub_client(self, hub: HubSettings) -> HubClient:
-        return HubClient(self._client(timeout=hub.timeout, base_url=hub.url), hub.token.reveal())
+        client = HubClient(self._client(timeout=hub.timeout, base_url=hub.url), hub.token.reveal())
+        self._hub = client  # the newest one: what the shipper uses, and repair runs too
+        return client
+
+    async def _hub_hashes(self, store: str, after: str, limit: int) -> wire.HashPage:
+        """A page of the hub's ids and hashes, for repair runs (injected: sources import no
+        shipper), on the hub client of the moment (a reload may replace it)."""
+        return await self._hub.hashes(store, after, limit)
 
     def _build_platform(self, store: StoreSettings) -> tuple[Platform, httpx.AsyncClient]:
         """The store's adapter on an HTTP client of its own (TLS verification is per store)."""
@@ -310,6 +340,7 @@ class Agent:
             store=store,
             build_platform=self._run_platform,
             images=ImageChecker,  # one per run, with its own aiohttp session
+            hub_hashes=self._hub_hashes,
         )
         hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
         reconciler = Reconciler(
@@ -357,7 +388,11 @@ class Agent:
         def bound(port: int) -> None:
             self.webhook_port = port
 
-        await serve(app, listen.host, listen.port, bound=bound)
+        limits = self.config.webhooks
+        await serve(
+            app, listen.host, listen.port,
+            name="webhooks", limits=limits, metrics=self.metrics, bound=bound,
+        )  # fmt: skip
 
     async def _stop_store(self, store_id: str) -> None:
         entry = self._stores.pop(store_id)
@@ -432,8 +467,8 @@ class Agent:
             for name, before, after in (
                 ("agent.id", old.agent.id, new.agent.id),
                 ("agent.state_dir", old.agent.state_dir, new.agent.state_dir),
-                ("health.listen", old.health.listen, new.health.listen),
-                ("webhooks.listen", old.webhooks.listen, new.webhooks.listen),
+                ("health", old.health, new.health),  # every key: the listeners are bound once
+                ("webhooks", old.webhooks, new.webhooks),
             )
             if before != after
         ]
@@ -489,9 +524,12 @@ class Agent:
             await asyncio.sleep(period)
 
     async def _alive(self, *, within: float) -> bool:
+        """Whether the state store answers in time. Raises StateStoreLost: the agent stops."""
         try:
             async with asyncio.timeout(within):
                 await self._state.check()
+        except StateStoreLost:
+            raise  # the root task fails: nothing can be committed anymore (store/__init__.py)
         except (TimeoutError, StateStoreError) as exc:
             log.error("liveness_check_failed", error=str(exc) or "state store did not answer")
             return False
@@ -541,7 +579,9 @@ def _shipper_settings(cfg: Config) -> ShipperSettings:
         batch_max_bytes=cfg.hub.batch_max_bytes,
         max_in_flight=cfg.hub.max_in_flight,
         batch_linger=cfg.hub.batch_linger,
-        backoff=Backoff(cfg.hub.backoff_base, cfg.hub.backoff_cap),
+        backoff=Backoff(
+            cfg.hub.backoff_base, cfg.hub.backoff_cap, retry_after_cap=cfg.hub.max_retry_after
+        ),
         auth_retry_interval=cfg.hub.auth_retry_interval,
     )
 

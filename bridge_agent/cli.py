@@ -3,6 +3,11 @@
 Exit codes (design.md section 7): 0 ok, 1 failure, 2 usage, 78 configuration error (EX_CONFIG, as
 `vector validate`). The process owns the signals: the first SIGTERM/SIGINT asks the agent to stop
 gracefully, a second one abandons the drain (uvicorn's two-stage stop).
+
+Commands that only read or edit the local state (`status`, `log`, `outbox`) load the
+configuration without its secrets, so they work in a fresh terminal without the hub token. A
+reader that goes away early (`bridge-agent status | head -1`) ends the command quietly, exit 0:
+what it wanted was read.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +30,9 @@ import structlog
 from bridge_agent import __version__, logs, platforms
 from bridge_agent.agent import Agent, RootTaskExited, secret_values
 from bridge_agent.config import Config, Listen, default_config_path, load_config
-from bridge_agent.errors import BridgeError, ConfigError, StateStoreError
+from bridge_agent.errors import BridgeError, ConfigError, InputError, StateStoreError
 from bridge_agent.health import Health
+from bridge_agent.inputs import loads_json, read_regular_file
 from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
 from bridge_agent.store import StateStore
@@ -44,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(json=_log_json(args.log_format), level=args.log_level)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as an ignored error at exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK
     except ConfigError as exc:
         print(f"bridge-agent: configuration error in {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -53,6 +64,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_FAILURE
     return code
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away. As Python's docs advise (signal module, "Note on SIGPIPE"),
+    point stdout at devnull so that the flush at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of 1 or more, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         help="agent.toml (default: ./agent.toml, then /etc/bridge-agent/agent.toml)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="the least severe log lines written (default: info, or [agent] log_level for run)",
+    )  # fmt: skip
     parser.add_argument(
         "--log-format", default="auto", choices=["auto", "json", "console"],
         help="json lines (journald) or console; auto picks console on a terminal",
@@ -85,6 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show outbox, hub and stores")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
+
+    events = sub.add_parser(
+        "log", help="show the event log (what operators must know), oldest to newest",
+        description="The state store's event log: imports, failures, rejected rows, webhooks"
+        " maintained. Reads the state directory; works with the agent stopped or running.",
+    )  # fmt: skip
+    events.add_argument(
+        "--store", action="append", help="only events of this store (repeatable; default: all)"
+    )
+    events.add_argument(
+        "--limit", type=_positive, default=50, help="the newest N events (default %(default)s)"
+    )
+    events.add_argument(
+        "--level", choices=EVENT_LEVELS, default="info",
+        help="the least severe level shown (default %(default)s)",
+    )  # fmt: skip
+    events.add_argument("--json", action="store_true", help="a JSON array, oldest first")
+    events.set_defaults(handler=cmd_log)
 
     outbox = sub.add_parser("outbox", help="inspect and retry the outbox")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
@@ -107,21 +152,59 @@ def _parser() -> argparse.ArgumentParser:
     hub.add_argument("--token-file", type=Path, default=None)
     hub.set_defaults(handler=cmd_hub)
 
-    sync = sub.add_parser("sync", help="start a full refresh run (the running agent picks it up)")
+    sync = sub.add_parser(
+        "sync", help="start a full refresh run, or a repair run (the running agent picks it up)"
+    )
     sync.add_argument("--store", action="append", help="store id (default: every active store)")
+    sync.add_argument(
+        "--repair", action="store_true",
+        help="compare the hub with the store and repair every difference (products the store"
+        " no longer has, other hashes, products the hub lost) instead of a refresh",
+    )  # fmt: skip
     sync.set_defaults(handler=cmd_sync)
 
-    simulate = sub.add_parser("simulate", help="run a store simulator on loopback")
-    simulate.add_argument("platform", choices=["woocommerce"])
-    simulate.add_argument("--products", type=int, default=1000)
-    simulate.add_argument("--port", type=int, default=8700)
-    simulate.add_argument("--latency-ms", type=float, default=0.0)
-    simulate.add_argument("--fail-rate", type=float, default=0.0)
-    simulate.add_argument("--seed", type=int, default=7)
+    simulate = sub.add_parser(
+        "simulate", help="run a store simulator on loopback",
+        description="A simulated store on 127.0.0.1 for the demo, tests and trying the agent"
+        " by hand: the platform's REST API with its real shapes and errors, webhooks delivered"
+        " to the URLs registered in it (signed as the platform signs them), and a control API"
+        " under /__sim/ to change products and inject faults (docs/simulators.md).",
+    )  # fmt: skip
+    simulate.add_argument("platform", choices=["woocommerce"], help="the store platform")
+    simulate.add_argument(
+        "--products", type=int, default=1000,
+        help="products in the generated catalog, about 20%% of them variable with variations"
+        " (default %(default)s)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--port", type=int, default=8700,
+        help="port on 127.0.0.1 to listen on (default %(default)s, as in agent.toml)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--latency-ms", type=float, default=0.0,
+        help="added to every REST answer, +/- 10%% jitter (default %(default)s)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--fail-rate", type=float, default=0.0,
+        help="fraction 0..1 of REST requests answered 500, 503 or 429 instead (default"
+        " %(default)s)",
+    )  # fmt: skip
+    simulate.add_argument(
+        "--seed", type=int, default=7,
+        help="makes the catalog and the API keys (default %(default)s: the keys in agent.toml)",
+    )  # fmt: skip
     simulate.set_defaults(handler=cmd_simulate)
 
     demo = sub.add_parser("demo", help="run a self-contained demo on loopback and exit")
-    demo.add_argument("--products", type=int, default=200)
+    demo.add_argument(
+        "--products", type=int, default=200,
+        help="products in the demo store's catalog (default %(default)s)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--log-file", type=Path, default=None, metavar="FILE",
+        help="where the agent's log lines go (default: a new bridge-agent-demo-*.log in the"
+        " temporary folder, kept after the demo)",
+    )  # fmt: skip
     demo.set_defaults(handler=cmd_demo)
     return parser
 
@@ -130,9 +213,10 @@ def _log_json(choice: str) -> bool | None:
     return None if choice == "auto" else choice == "json"
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The configuration; without `secrets` for commands that touch only the state directory."""
     path = args.config or default_config_path()
-    config = load_config(path)
+    config = load_config(path, secrets=secrets)
     logs.register_secrets(secret_values(config))
     return config
 
@@ -216,7 +300,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _config(args, secrets=False)
     doc = _live_status(config.health.listen)
     if doc is None:
         doc = asyncio.run(_offline_status(config))
@@ -232,14 +316,34 @@ def _live_status(listen: Listen) -> dict[str, Any] | None:
     url = f"http://{host}:{listen.port}/status"
     if ":" in host:
         url = f"http://[{host}]:{listen.port}/status"
+    # Whatever answers on that port (another program, a wrong listen address) is read within a
+    # bound, and anything that is not the agent's status document means "ask the state instead".
     try:
-        response = httpx.get(url, timeout=3.0)
-    except httpx.HTTPError:
+        with httpx.stream("GET", url, timeout=3.0) as response:
+            if response.status_code != 200:
+                return None
+            body = b"".join(_capped(response.iter_bytes(), STATUS_REPLY_BYTES))
+    except (httpx.HTTPError, InputError):
         return None
-    if response.status_code != 200:
+    try:
+        doc = loads_json(body, max_bytes=STATUS_REPLY_BYTES, max_depth=64, what="status")
+    except InputError:
         return None
-    doc: dict[str, Any] = response.json()
+    if not isinstance(doc, dict) or not {"agent", "outbox", "hub", "stores"} <= doc.keys():
+        return None
     return doc
+
+
+STATUS_REPLY_BYTES = 16 * 1024 * 1024
+
+
+def _capped(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"larger than {limit} bytes")
+        yield chunk
 
 
 async def _offline_status(config: Config) -> dict[str, Any]:
@@ -285,11 +389,15 @@ def render_status(doc: dict[str, Any]) -> str:
             )
     if doc.get("events"):
         lines += ["", "recent events:"]
-        for e in doc["events"]:
-            where = "/".join(p for p in (e.get("store"), e.get("product")) if p)
-            code = f" [{e['status']}]" if e.get("status") else ""
-            lines.append(f"  {_when(e['at'] / 1e3)} {e['level']:<7} {where}{code} {e['message']}")
+        lines += [f"  {render_event(e)}" for e in doc["events"]]
     return "\n".join(lines)
+
+
+def render_event(event: dict[str, Any]) -> str:
+    """One event as a line: local time, level, store/product, [HTTP status], message."""
+    where = "/".join(p for p in (event.get("store"), event.get("product")) if p)
+    code = f" [{event['status']}]" if event.get("status") else ""
+    return f"{_when(event['at'] / 1e3)} {event['level']:<7} {where}{code} {event['message']}"
 
 
 def _spool_line(spool: dict[str, Any]) -> str:
@@ -333,11 +441,42 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
+# -- log --------------------------------------------------------------------------------------
+
+EVENT_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    config = _config(args, secrets=False)
+    unknown = set(args.store or ()) - {s.id for s in config.stores}
+    if unknown:
+        print(f"bridge-agent log: no store {', '.join(sorted(unknown))} (configured: "
+              f"{', '.join(s.id for s in config.stores)})", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    levels = EVENT_LEVELS[EVENT_LEVELS.index(args.level) :]
+
+    async def read() -> list[dict[str, Any]]:
+        # Read-only: the running agent keeps writing (WAL), nothing here can disturb it.
+        async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+            events = await state.events(limit=args.limit, levels=levels, stores=args.store)
+        return [asdict(e) for e in reversed(events)]  # oldest first, as logs read
+
+    events = asyncio.run(read())
+    if args.json:
+        print(json.dumps(events, indent=2))
+    elif not events:
+        shown = "" if args.level == "debug" else f" at level {args.level} or above"
+        print(f"no events{shown} in {config.agent.state_dir}")
+    else:
+        print("\n".join(render_event(e) for e in events))
+    return EXIT_OK
+
+
 # -- outbox -----------------------------------------------------------------------------------
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _config(args, secrets=False)
 
     async def listing() -> list[dict[str, Any]]:
         async with StateStore.open(config.agent.state_dir, read_only=True) as state:
@@ -367,7 +506,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _config(args, secrets=False)  # the running agent's shipper sends the rows
     keys: list[tuple[str, str]] | None = None
     if args.products:
         keys = []
@@ -401,12 +540,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
               f"{', '.join(s.id for s in config.stores)})", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
 
+    kind = "repair" if args.repair else "refresh"
+
     async def start() -> list[tuple[str, int]]:
         async with StateStore.open(config.agent.state_dir) as state:
-            return [(s.id, await state.start_run("refresh", s.id, freeze(s))) for s in chosen]
+            return [(s.id, await state.start_run(kind, s.id, freeze(s))) for s in chosen]
 
     for store_id, run_id in asyncio.run(start()):
-        print(f"refresh run {run_id} queued for store {store_id!r}: the running agent starts it"
+        print(f"{kind} run {run_id} queued for store {store_id!r}: the running agent starts it"
               " within seconds (bridge-agent status shows its progress)")  # fmt: skip
     return EXIT_OK
 
@@ -420,9 +561,13 @@ def cmd_hub(args: argparse.Namespace) -> int:
     token = args.token
     if args.token_file is not None:
         try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            print(f"bridge-agent hub: cannot read --token-file: {exc.strerror}", file=sys.stderr)
+            raw = read_regular_file(args.token_file, max_bytes=65_536, follow_symlinks=True)
+            token = raw.decode("utf-8").strip()
+        except FileNotFoundError:
+            print("bridge-agent hub: cannot read --token-file: no such file", file=sys.stderr)
+            return EXIT_CONFIG
+        except (InputError, UnicodeDecodeError) as exc:
+            print(f"bridge-agent hub: cannot read --token-file: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     token = token or os.environ.get("BRIDGE_HUB_TOKEN")
     if not token:
@@ -499,7 +644,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge_agent.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 
-    code: int = run_demo(products=args.products)
+    code: int = run_demo(products=args.products, log_path=args.log_file)
     return code
 
 

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from bridge_agent.errors import ConfigError
+from bridge_agent.errors import ConfigError, InputError
+from bridge_agent.inputs import check_depth, read_regular_file
 
 __all__ = [
     "DEFAULT_PATHS",
@@ -232,21 +233,44 @@ class HubSettings:
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     auth_retry_interval: float = 300.0  # after a 401/403: how often to try the token again
+    max_retry_after: float = 120.0  # the longest hub Retry-After honoured before asking again
 
 
 @dataclass(frozen=True, slots=True)
 class HealthSettings:
-    """`[health]`: the loopback endpoint for /healthz, /metrics and /status."""
+    """`[health]`: the loopback endpoint for /healthz, /metrics and /status.
+
+    The listener's limits (see `listener.py`): a request head must arrive within
+    `header_timeout`, a body within `body_timeout` (also the longest a response may stall on a
+    client that stops reading), a kept-alive connection lasts `idle_timeout` between requests, and
+    at most `max_connections` are served at once. 75 s of idle outlasts Prometheus's default 60 s
+    between scrapes and a reverse proxy's 60 s keep-alive, so the client, not the agent, closes.
+    Its readers are few (Prometheus, `status`, a probe): 32 connections.
+    """
 
     listen: Listen = Listen("127.0.0.1", 8686)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 32
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
-    """`[webhooks]`: where platform webhooks arrive (behind a TLS reverse proxy)."""
+    """`[webhooks]`: where platform webhooks arrive (behind a TLS reverse proxy).
+
+    The listener's limits as in `HealthSettings`. A head is one packet from a real sender: 10 s
+    is slack for a slow link, not for a client that trickles bytes. 30 s brings the largest body
+    (`max_body_bytes`, 2 MiB) at 70 KB/s. 256 connections hold a burst of deliveries (a store
+    sends them a few at a time) while keeping the file descriptors bounded.
+    """
 
     listen: Listen = Listen("127.0.0.1", 8687)
     max_body_bytes: int = 2_097_152
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +363,8 @@ LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 PLATFORM_ENTRY_POINT_GROUP = "bridge_agent.platforms"
 DEFAULT_PATHS: tuple[Path, ...] = (Path("agent.toml"), Path("/etc/bridge-agent/agent.toml"))
 
-OptionKind = Literal["string", "integer", "boolean", "path"]
+# "url": an https:// URL, or plain http:// to a loopback host (as `[hub] url`).
+OptionKind = Literal["string", "integer", "boolean", "path", "url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,12 +415,11 @@ PLATFORMS: Mapping[str, PlatformSpec] = FrozenMap(
                         pattern=r"yoast|rankmath|aioseo|seopress",
                         hint="yoast, rankmath, aioseo or seopress",
                     ),
-                    # The public HTTPS address of this agent's webhook receiver (behind a
-                    # reverse proxy); when set, the agent registers its webhooks and
-                    # re-activates them when WooCommerce disables them.
-                    "webhook_url": OptionSpec(
-                        "string", pattern=r"https://\S+", hint="an https:// URL"
-                    ),
+                    # The address at which the store reaches this agent's webhook receiver:
+                    # https:// behind a reverse proxy, or plain http:// to a loopback host (a
+                    # store on the same machine, the simulator). When set, the agent registers
+                    # its webhooks and re-activates them when WooCommerce disables them.
+                    "webhook_url": OptionSpec("url"),
                 }
             ),
         ),
@@ -447,9 +471,11 @@ _HUB_KEYS = (
     "backoff_base",
     "backoff_cap",
     "auth_retry_interval",
+    "max_retry_after",
 )
-_HEALTH_KEYS = ("listen",)
-_WEBHOOK_KEYS = ("listen", "max_body_bytes")
+_LISTENER_KEYS = ("header_timeout", "body_timeout", "idle_timeout", "max_connections")
+_HEALTH_KEYS = ("listen", *_LISTENER_KEYS)
+_WEBHOOK_KEYS = ("listen", "max_body_bytes", *_LISTENER_KEYS)
 _STORE_KEYS = (
     "id",
     "platform",
@@ -463,8 +489,12 @@ _STORE_KEYS = (
     "images_max_per_product",
 )
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PLAIN_TABLE = re.compile(r"\[[a-z]+\]")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:[?-])(.*))?", re.DOTALL)
 _SECRET_FILE_LIMIT = 64 * 1024  # a credential is small; anything bigger is the wrong file
+CONFIG_FILE_LIMIT = 1024 * 1024  # a few KB for a fleet of stores; a MB is already the wrong file
+CONFIG_DEPTH_LIMIT = 16  # [[stores]] options nest a few levels at most
+_PLACEHOLDER = Secret("")  # a secret not read (load_config with secrets=False)
 
 
 def is_secret_key(key: str) -> bool:
@@ -476,6 +506,7 @@ def is_secret_key(key: str) -> bool:
 # Public helpers
 # ---------------------------------------------------------------------------------------------
 
+MAX_DURATION = 366 * 86400.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -489,7 +520,10 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):  # bool is an int to Python, never a duration to a human
         raise TypeError("expected a duration, got boolean")
     if isinstance(text, int | float):
-        seconds = float(text)
+        try:
+            seconds = float(text)
+        except OverflowError:  # an integer past float range
+            seconds = math.inf
     else:
         stripped = text.strip()
         try:
@@ -504,12 +538,20 @@ def parse_duration(text: str | int | float) -> float:
                 end = match.end()
             if end == 0 or end != len(stripped):
                 raise ValueError(
-                    f"'{text}' is not a duration (use seconds or a number with a unit "
+                    f"'{_clip(text)}' is not a duration (use seconds or a number with a unit "
                     "ms, s, m, h or d, e.g. '30s', '5m', '1h30m')"
                 ) from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"'{text}' is not a duration (must be finite and not negative)")
+        raise ValueError(f"'{_clip(text)}' is not a duration (must be finite and not negative)")
+    if seconds > MAX_DURATION:
+        # Timers past this overflow the event loop's clock arithmetic, and no setting needs them.
+        raise ValueError(f"'{_clip(text)}' is too long a duration (at most 366 days)")
     return seconds
+
+
+def _clip(value: object, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def default_config_path() -> Path:
@@ -518,24 +560,32 @@ def default_config_path() -> Path:
     return local if local.is_file() else system
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path, env: Mapping[str, str] | None = None, *, secrets: bool = True
+) -> Config:
     """Read and validate `path`; ConfigError lists every problem found.
 
     `env` (default `os.environ`) supplies `${VAR}` references and `$CREDENTIALS_DIRECTORY`; tests
     pass their own so they never depend on the machine's environment.
+
+    With `secrets=False` (commands that only read the local state: `status`, `log`, `outbox`),
+    secret keys are neither required nor expanded nor read from their files: a fresh terminal
+    without the hub token can still look. Every `Secret` given is then an empty placeholder,
+    and an absent optional one stays absent; every other key is checked as always. Never run
+    the agent or call a store or the hub with such a config.
     """
     env = os.environ if env is None else env
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        # A regular file (links followed: packages install configs as links), bounded in size:
+        # `validate` must answer, not block on a FIFO or read a multi-GB file by mistake.
+        raw = read_regular_file(path, max_bytes=CONFIG_FILE_LIMIT, follow_symlinks=True)
     except FileNotFoundError:
         raise ConfigError(
             [f"config file not found: {path} (pass --config, or create it)"], source=str(path)
         ) from None
-    except OSError as exc:
-        raise ConfigError(
-            [f"cannot read config file {path}: {exc.strerror or exc}"], source=str(path)
-        ) from None
+    except InputError as exc:
+        raise ConfigError([f"cannot read config file {path}: {exc}"], source=str(path)) from None
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -545,6 +595,18 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message carries the line and column; it never quotes the offending text.
         raise ConfigError([f"invalid TOML: {exc}"], source=str(path)) from None
+    except RecursionError:
+        raise ConfigError(
+            ["invalid TOML: arrays or inline tables nest too deeply"], source=str(path)
+        ) from None
+    except ValueError:  # tomllib lets int() refuse an integer of thousands of digits
+        raise ConfigError(
+            ["invalid TOML: a number is too long (more than 4300 digits)"], source=str(path)
+        ) from None
+    try:
+        check_depth(document, CONFIG_DEPTH_LIMIT, what="the file")
+    except InputError as exc:
+        raise ConfigError([f"invalid configuration: {exc}"], source=str(path)) from None
 
     context = _Context(
         env=env,
@@ -553,6 +615,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         credentials_dir=Path(env["CREDENTIALS_DIRECTORY"])
         if env.get("CREDENTIALS_DIRECTORY")
         else None,
+        secrets=secrets,
     )
     config = _build(document, context, path.absolute())
     if context.problems:
@@ -580,6 +643,7 @@ class _Context:
     problems: list[str]
     config_dir: Path  # relative paths in the file resolve against this
     credentials_dir: Path | None  # systemd's $CREDENTIALS_DIRECTORY, when set
+    secrets: bool = True  # False: secrets are placeholders, never expanded nor read (load_config)
 
 
 def _build(document: dict[str, Any], context: _Context, source: Path) -> Config:
@@ -596,7 +660,11 @@ def _build(document: dict[str, Any], context: _Context, source: Path) -> Config:
 
     agent = _agent(agent_table)
     hub = _hub(hub_table)
-    health = HealthSettings(listen=health_table.listen("listen", HealthSettings().listen))
+    health_defaults = HealthSettings()
+    health = HealthSettings(
+        listen=health_table.listen("listen", health_defaults.listen),
+        **_listener_limits(health_table, health_defaults),
+    )
     health_table.finish(_HEALTH_KEYS)
     webhook_defaults = WebhookSettings()
     webhooks = WebhookSettings(
@@ -604,6 +672,7 @@ def _build(document: dict[str, Any], context: _Context, source: Path) -> Config:
         max_body_bytes=webhooks_table.integer(
             "max_body_bytes", webhook_defaults.max_body_bytes, minimum=1
         ),
+        **_listener_limits(webhooks_table, webhook_defaults),
     )
     webhooks_table.finish(_WEBHOOK_KEYS)
     if health.listen.port != 0 and health.listen == webhooks.listen:
@@ -613,6 +682,16 @@ def _build(document: dict[str, Any], context: _Context, source: Path) -> Config:
     return Config(
         agent=agent, hub=hub, health=health, webhooks=webhooks, stores=stores, source=source
     )
+
+
+def _listener_limits(table: _Table, default: HealthSettings | WebhookSettings) -> dict[str, Any]:
+    """The `_LISTENER_KEYS` of `[health]` or `[webhooks]`: every wait bounded, never zero."""
+    return {
+        "header_timeout": table.duration("header_timeout", default.header_timeout, positive=True),
+        "body_timeout": table.duration("body_timeout", default.body_timeout, positive=True),
+        "idle_timeout": table.duration("idle_timeout", default.idle_timeout, positive=True),
+        "max_connections": table.integer("max_connections", default.max_connections, minimum=1),
+    }
 
 
 def _table(document: dict[str, Any], name: str, context: _Context, *, required: bool) -> _Table:
@@ -663,6 +742,9 @@ def _hub(table: _Table) -> HubSettings:
         batch_linger=table.duration("batch_linger", default["batch_linger"]),
         backoff_base=table.duration("backoff_base", default["backoff_base"], positive=True),
         backoff_cap=table.duration("backoff_cap", default["backoff_cap"], positive=True),
+        max_retry_after=table.duration(
+            "max_retry_after", default["max_retry_after"], positive=True
+        ),
         auth_retry_interval=table.duration(
             "auth_retry_interval", default["auth_retry_interval"], positive=True
         ),
@@ -1002,11 +1084,13 @@ class _Table:
         if parts.query or parts.fragment:
             self.problem(key, f"'{text}' must not have a ?query or #fragment")
         if https_unless_loopback and parts.scheme == "http" and not _is_loopback(host):
-            # The token and the whole catalog travel in these requests (design.md section 6).
-            name = f"{self.label.strip('[]')}.{key}"
-            self.context.problems.append(
-                f"{name} must use https:// (plain http:// only to loopback), got '{text}'"
-            )
+            # The token and the whole catalog (or signed webhook deliveries) travel in these
+            # requests (design.md section 6).
+            message = f"must use https:// (plain http:// only to loopback), got '{text}'"
+            if _PLAIN_TABLE.fullmatch(self.label):  # `[hub]`: say hub.url, as TOML dotted keys
+                self.context.problems.append(f"{self.label[1:-1]}.{key} {message}")
+            else:
+                self.problem(key, message)
         return text.rstrip("/")
 
     def option(self, key: str, spec: OptionSpec) -> Any:
@@ -1022,6 +1106,8 @@ class _Table:
             return self.boolean(key, spec.default)
         if spec.kind == "integer":
             return self.integer(key, spec.default, minimum=spec.minimum, maximum=spec.maximum)
+        if spec.kind == "url":
+            return self.url(key, https_unless_loopback=True) or spec.default
         value = self.string(key, spec.default)
         if spec.pattern and not re.fullmatch(spec.pattern, value):
             self.problem(key, f"'{value}' is not valid ({spec.hint})")
@@ -1041,6 +1127,8 @@ class _Table:
         if inline and from_file:
             self.problem(key, f"give either {key} or {file_key}, not both")
             return None
+        if not self.context.secrets:
+            return self._placeholder(key, file_key, inline, from_file, required=required)
         if inline:
             value = self.data[key]
             if not isinstance(value, str):
@@ -1079,17 +1167,37 @@ class _Table:
             self.missing(key, f" (give {key}{tried})")
         return None
 
+    def _placeholder(
+        self, key: str, file_key: str, inline: bool, from_file: bool, *, required: bool
+    ) -> Secret | None:
+        """Without secrets: check only the TOML type; an empty `Secret` stands in for the value.
+
+        A required secret always gets one (it is needed only by what talks to a store or the
+        hub); an optional one only when the file gives it, so `"webhook_secret" in secrets`
+        still says whether the store verifies webhooks.
+        """
+        given = key if inline else file_key
+        if (inline or from_file) and not isinstance(self.data[given], str):
+            self.problem(given, f"expected a string, got {_type_name(self.data[given])}")
+            return None
+        return _PLACEHOLDER if inline or from_file or required else None
+
     def _read_secret(self, key: str, path: Path) -> Secret | None:
         try:
-            with path.open("rb") as handle:
-                data = handle.read(_SECRET_FILE_LIMIT + 1)
-        except OSError as exc:
-            # strerror ("No such file or directory"): the path is already in our message.
-            reason = exc.strerror or type(exc).__name__
-            self.problem(key, f"cannot read secret file {path}: {reason}")
+            # systemd's credentials are regular files (links followed); a FIFO or device named
+            # here must not hang `validate`, and the size is bounded before reading.
+            data = read_regular_file(path, max_bytes=_SECRET_FILE_LIMIT, follow_symlinks=True)
+        except FileNotFoundError:
+            self.problem(key, f"cannot read secret file {path}: No such file or directory")
             return None
-        if len(data) > _SECRET_FILE_LIMIT:
-            self.problem(key, f"secret file {path} is larger than 64 KiB: is it the right file?")
+        except InputError as exc:
+            if str(exc).startswith("larger than"):
+                self.problem(
+                    key, f"secret file {path} is larger than 64 KiB: is it the right file?"
+                )
+            else:
+                # The system's reason, or the kind of entry: the path is in our message.
+                self.problem(key, f"cannot read secret file {path}: {exc}")
             return None
         try:
             text = data.decode("utf-8")

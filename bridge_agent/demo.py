@@ -6,11 +6,17 @@ state directory. The agent imports the catalog as a resumable run; then the demo
 agent's webhooks in the store and makes live changes through the simulator (a price drop, a new
 product, a product moved to the trash, a burst of edits to one product), and shows each arriving
 at the hub, with the time it took. It ends with the import report and the hub's counters.
+
+The demo's output is its story, for a human: the agent's own log lines (JSON or console, as
+`--log-format` chose) go to a log file, named at the start and kept after the demo, instead of
+being interleaved with the story on the terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import sys
 import tempfile
@@ -46,13 +52,24 @@ class DemoFailed(Exception):
     pass
 
 
-def run_demo(*, products: int = 200, out: Say | None = None) -> int:
+def run_demo(*, products: int = 200, out: Say | None = None, log_path: Path | None = None) -> int:
+    """Run the demo; `out` gets the story line by line, the log lines go to `log_path`."""
     say = out or (lambda line: print(line, flush=True))
-    with tempfile.TemporaryDirectory(prefix="bridge-agent-demo-") as tmp:
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="bridge-agent-demo-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    say(f"agent log          {log_path}")
+    with (
+        tempfile.TemporaryDirectory(prefix="bridge-agent-demo-") as tmp,
+        log_path.open("a", encoding="utf-8") as log_file,
+        # The log writes to whatever sys.stderr is (logs.py): here, the file.
+        contextlib.redirect_stderr(log_file),
+    ):
         try:
             return asyncio.run(_demo(Path(tmp), products, say))
         except DemoFailed as exc:
-            say(f"demo failed: {exc}")
+            say(f"demo failed: {exc} (see the agent log {log_path})")
             return 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from aiohttp import web
 from bridge_agent import platforms
 from bridge_agent.agent import Agent, RootTaskExited
 from bridge_agent.config import HealthSettings, Listen
+from bridge_agent.errors import StateStoreLost
 from bridge_agent.model import Product
 from bridge_agent.platforms.base import CatalogPage
 from bridge_agent.store import StateStore
@@ -252,3 +254,43 @@ async def test_stop_with_unreachable_hub_keeps_everything(tmp_path: Path, hub: H
     await until(recorded)
     assert await running.stop() < 5
     assert await pending(tmp_path) == 3
+
+
+async def test_a_new_state_is_announced_and_a_lost_one_stops_the_agent(
+    tmp_path: Path, hub: Hub
+) -> None:
+    config = make_config(tmp_path, hub.url)
+    running = await start(config)
+    try:
+        async with running.client() as client:
+            status_doc = (await client.get("/status")).json()
+        assert any("new, empty state store" in e["message"] for e in status_doc["events"])
+        shutil.rmtree(tmp_path / "state")  # under the running agent
+        feed(tmp_path, 1)  # a change arrives meanwhile: it must not be acknowledged
+        with pytest.raises(ExceptionGroup) as info:
+            await asyncio.wait_for(running.task, 20)
+    finally:
+        running.agent.stop()
+    leaves = [e.__cause__ or e for e in info.value.exceptions]
+    assert any(isinstance(e, StateStoreLost) for e in leaves), leaves
+    # The spool file was not consumed into the lost file: it waits for the next start.
+    assert list((tmp_path / "spool" / "incoming").iterdir())
+    again = await start(config)
+    try:
+        async with again.client() as client:
+            events = (await client.get("/status")).json()["events"]
+        assert any("new, empty state store" in e["message"] for e in events)
+        await until(lambda: _hub_has(hub, "1"))
+    finally:
+        await again.stop()
+    third = await start(config)  # an existing state: no announcement this time
+    try:
+        async with third.client() as client:
+            events = (await client.get("/status")).json()["events"]
+        assert sum("new, empty state store" in e["message"] for e in events) == 1
+    finally:
+        await third.stop()
+
+
+async def _hub_has(hub: Hub, product_id: str) -> bool:
+    return product_id in await hub.products("main")

@@ -89,6 +89,18 @@ def test_missing_env_secret_is_a_config_error(tmp_path: Path) -> None:
     assert "set BRIDGE_HUB_TOKEN" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "tail", ["x = " + "[" * 5000 + "]" * 5000, "x = " + "9" * 5000, "x = {a = " * 1500]
+)
+def test_validate_of_a_hostile_file_exits_78_without_a_traceback(tmp_path: Path, tail: str) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nid = "a"\nstate_dir = "s"\n' + tail + "\n", encoding="utf-8")
+    result = run("--config", str(config), "validate")
+    assert result.returncode == 78, result.stderr[-500:]
+    assert "Traceback" not in result.stderr
+    assert "invalid TOML" in result.stderr
+
+
 def test_run_with_a_broken_config_exits_78(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[agent\nid=", encoding="utf-8")
@@ -210,9 +222,9 @@ def test_hub_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert HUB_SECRET not in err
 
 
-def test_demo_runs_end_to_end() -> None:
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     lines: list[str] = []
-    assert run_demo(products=40, out=lines.append) == 0
+    assert run_demo(products=40, out=lines.append, log_path=tmp_path / "demo.log") == 0
     text = "\n".join(lines)
     assert "import             40 products at the hub" in text
     assert "import report      40 imported" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 from importlib.metadata import EntryPoint, EntryPoints
 from pathlib import Path
 
@@ -765,3 +766,50 @@ def test_os_environ_is_the_default_env(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     path = write(tmp_path, AGENT + HUB.replace(HUB_TOKEN, "${BRIDGE_TEST_TOKEN}") + STORE)
     assert load_config(path).hub.token.reveal() == "env-default-token"
+
+
+# -- hostile or broken files: a clear ConfigError, never a traceback (issue 10, class 5) --------
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ("extra = " + "[" * 3000 + "]" * 3000 + "\n", "nest too deeply"),
+        ("extra = " + "{a = " * 2000 + "1" + "}" * 2000 + "\n", "nest too deeply"),
+        ("extra = " + "9" * 5000 + "\n", "more than 4300 digits"),
+        ("extra = " + "[" * 20 + "]" * 20 + "\n", "nests deeper than 16 levels"),
+    ],
+)
+def test_hostile_toml_is_a_config_error(tmp_path: Path, tail: str, message: str) -> None:
+    (problem,) = problems(tmp_path, MINIMAL + "\n[agent2]\n" + tail)
+    assert message in problem
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "agent.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as caught:
+        load_config(fifo, env={})  # on old code, open() blocks here until a writer comes
+    assert "not a regular file but a FIFO" in caught.value.problems[0]
+
+
+def test_an_oversized_config_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    with open(path, "wb") as big:
+        big.truncate(50 * 1024 * 1024)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert "larger than 1048576 bytes" in caught.value.problems[0]
+
+
+def test_a_secret_file_that_is_a_fifo_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "hub-token")
+    text = MINIMAL.replace(f'token = "{HUB_TOKEN}"', 'token_file = "hub-token"')
+    (problem,) = problems(tmp_path, text)
+    assert "hub-token: not a regular file but a FIFO" in problem
+
+
+def test_a_linked_config_is_read(tmp_path: Path) -> None:
+    real = write(tmp_path, MINIMAL, name="real.toml")
+    (tmp_path / "agent.toml").symlink_to(real)
+    assert load_config(tmp_path / "agent.toml", env={}).agent.id == "shop-01"

@@ -180,7 +180,8 @@ async def run_cli(products: int, port: int, latency_ms: float, fail_rate: float,
         print(f"  REST API:        {site}/wp-json/wc/v3", flush=True)
         print(f"  consumer key:    {sim.consumer_key}", flush=True)
         print(f"  consumer secret: {sim.consumer_secret}", flush=True)
-        print(f"  control API:     {site}/__sim/ (truth, stats, faults, clock, info)", flush=True)
+        print(f"  control API:     {site}/__sim/ (docs/simulators.md)", flush=True)
+        print("  webhooks:        delivered to the URLs registered in the store", flush=True)
         if latency_ms or fail_rate:
             print(f"  faults:          latency {latency_ms} ms, fail rate {fail_rate}", flush=True)
 
