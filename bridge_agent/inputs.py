@@ -77,7 +77,7 @@ def loads_json(
 
 
 def unpack_msgpack(
-    raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, what: str = "body"
+    raw: bytes, *, max_bytes: int, max_depth: int | None = MAX_DEPTH, what: str = "body"
 ) -> Any:
     """Decode msgpack within a size and depth bound (string map keys only); InputError if not."""
     if len(raw) > max_bytes:
@@ -86,7 +86,8 @@ def unpack_msgpack(
         value = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise InputError(f"{what} is not valid msgpack ({type(exc).__name__})") from None
-    check_depth(value, max_depth, what=what)
+    if max_depth is not None:
+        check_depth(value, max_depth, what=what)
     return value
 
 
