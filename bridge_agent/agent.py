@@ -51,7 +51,7 @@ from bridge_agent.errors import (
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
-from bridge_agent.platforms.base import WebhookRegistrar
+from bridge_agent.platforms.base import Capability, WebhookRegistrar, capabilities_of
 from bridge_agent.server import AgentView, StoreView, make_app, serve
 from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
 from bridge_agent.sources import StoreContext
@@ -100,6 +100,7 @@ class _StoreTasks:
     settings: StoreSettings
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: httpx.AsyncClient | None = None  # the store adapter's client, closed with the store
+    platform: Platform | None = None  # the store's adapter, `aclose`d with the store
 
 
 class Agent:
@@ -225,6 +226,8 @@ class Agent:
                 for task in [*work, *sources]:
                     task.cancel()
                 await asyncio.gather(*work, *sources, reloader, return_exceptions=True)
+                for store_id, entry in self._stores.items():
+                    await _close_platform(entry.platform, store_id)
                 await self._drain(shipper, state)
                 supervisor.cancel()
                 server.cancel()
@@ -324,7 +327,12 @@ class Agent:
         """Start one store's root tasks: check, import, spool, webhook hints, poll, reconcile."""
         health = Health(f"store:{store.id}")
         self._views[store.id] = StoreView(
-            store.id, store.platform, store.active, health, spool_dir=store.spool_dir
+            store.id,
+            store.platform,
+            store.active,
+            health,
+            spool_dir=store.spool_dir,
+            capabilities=tuple(sorted(capabilities_of(built[0]))) if built else (),
         )
         entry = _StoreTasks(store)
         self._stores[store.id] = entry
@@ -349,15 +357,24 @@ class Agent:
             deletions=store.deletions,
             concurrency=store.concurrency,
         )
+        # The core asks what the adapter offers (platforms/base.py), never assumes.
+        offers = capabilities_of(platform)
+        registers = Capability.WEBHOOK_REGISTRATION in offers
         tasks = {
             "check": _check_store(
-                platform, health, self._state, store.id, store.options.get("webhook_url")
+                platform,
+                health,
+                self._state,
+                store.id,
+                store.options.get("webhook_url") if registers else None,
             ),
             "import": importer.run(),
             "hints": hints.run(),
-            "poll": Poller(ctx, interval=store.poll_interval).run(),
-            "reconcile": reconciler.run(),
         }
+        if Capability.MODIFIED_SINCE in offers:
+            tasks["poll"] = Poller(ctx, interval=store.poll_interval).run()
+        if Capability.PRODUCT_IDS in offers:
+            tasks["reconcile"] = reconciler.run()
         if store.spool_dir is not None:
             spool = SpoolWatcher(
                 ctx,
@@ -367,8 +384,10 @@ class Agent:
             )
             tasks["spool"] = spool.run()
         entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
-        self._webhook_routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
+        if Capability.WEBHOOKS in offers:
+            self._webhook_routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
         self._importers[store.id] = importer
+        entry.platform = platform
 
     def _ensure_webhook_listener(self, cfg: Config) -> None:
         """Bind the webhook listener once an active store can verify webhooks (start or reload)."""
@@ -402,6 +421,7 @@ class Agent:
         for task in entry.tasks:
             task.cancel()
         await asyncio.gather(*entry.tasks, return_exceptions=True)
+        await _close_platform(entry.platform, store_id)
         if entry.http is not None:
             self._forget_client(entry.http)
 
@@ -562,6 +582,17 @@ class Agent:
         left = (await state.stats()).pending
         outcome = "done" if drain in done else ("abandoned" if abandon in done else "timed_out")
         log.info("drain_finished", outcome=outcome, shipped=max(before - left, 0), left=left)
+
+
+async def _close_platform(platform: Platform | None, store_id: str) -> None:
+    """`aclose()` an adapter (a v1 adapter may have none); its failure is logged, not raised."""
+    close = getattr(platform, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:  # an adapter's bug must not stop a reload or a shutdown
+        log.exception("platform_close_failed", store=store_id)
 
 
 def secret_values(config: Config) -> list[str]:

@@ -29,10 +29,11 @@ import structlog
 
 from bridge_agent import __version__, logs, platforms
 from bridge_agent.agent import Agent, RootTaskExited, secret_values
-from bridge_agent.config import Config, Listen, default_config_path, load_config
+from bridge_agent.config import Config, Listen, StoreSettings, default_config_path, load_config
 from bridge_agent.errors import BridgeError, ConfigError, InputError, StateStoreError
 from bridge_agent.health import Health
 from bridge_agent.inputs import loads_json, read_regular_file
+from bridge_agent.platforms.base import Capability, capabilities_of
 from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
 from bridge_agent.store import StateStore
@@ -280,11 +281,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # The file is well formed; now what `run` would refuse too: a platform with no adapter
     # installed, or settings the adapter rejects. ExecStartPre must catch those.
     problems = []
+    offers: dict[str, frozenset[Capability]] = {}
     http = httpx.AsyncClient()  # adapters take a client; building one does no I/O
     try:
         for store in config.stores:
             try:
-                platforms.load(store.platform).from_settings(store, http)
+                adapter = platforms.load(store.platform)
+                adapter.from_settings(store, http)
+                offers[store.id] = capabilities_of(adapter)
             except ConfigError as exc:
                 problems += [f"[[stores]] {store.id!r}: {p}" for p in exc.problems]
     finally:
@@ -293,7 +297,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise ConfigError(problems, source=str(config.source))
     stores = ", ".join(f"{s.id} ({s.platform})" for s in config.stores) or "no stores"
     print(f"{config.source}: OK: agent {config.agent.id!r}, hub {config.hub.url}, {stores}")
+    for store in config.stores:
+        print(f"  {store.id}: {', '.join(sorted(offers[store.id])) or 'no optional capability'}")
+        for warning in _capability_warnings(store, offers[store.id]):
+            print(f"  {store.id}: note: {warning}")
     return EXIT_OK
+
+
+def _capability_warnings(store: StoreSettings, offers: frozenset[Capability]) -> list[str]:
+    """Settings the store's adapter has no use for: valid, but worth a word."""
+    notes = []
+    if store.spool_dir is not None and Capability.SPOOL_HOOKS not in offers:
+        notes.append("spool_dir is set, but no store-side plugin of this platform writes a spool")
+    if store.options.get("webhook_url") and Capability.WEBHOOK_REGISTRATION not in offers:
+        notes.append(
+            "webhook_url is set, but this platform's webhooks are not registered by the agent"
+        )
+    if "webhook_secret" in store.secrets and Capability.WEBHOOKS not in offers:
+        notes.append("webhook_secret is set, but this platform sends no webhooks the agent reads")
+    return notes
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -350,10 +372,25 @@ async def _offline_status(config: Config) -> dict[str, Any]:
     """What the state directory says while the agent is not running (read-only)."""
     async with StateStore.open(config.agent.state_dir, read_only=True) as state:
         stores = [
-            StoreView(s.id, s.platform, s.active, Health(f"store:{s.id}"), spool_dir=s.spool_dir)
+            StoreView(
+                s.id,
+                s.platform,
+                s.active,
+                Health(f"store:{s.id}"),
+                spool_dir=s.spool_dir,
+                capabilities=_declared(s.platform),
+            )
             for s in config.stores
         ]
         return await status_document(state, config.agent.id, stores, live=None)
+
+
+def _declared(platform: str) -> tuple[str, ...]:
+    """An installed adapter's capabilities, read from its class (no store is contacted)."""
+    try:
+        return tuple(sorted(capabilities_of(platforms.load(platform))))
+    except ConfigError:
+        return ()
 
 
 def render_status(doc: dict[str, Any]) -> str:
@@ -381,6 +418,8 @@ def render_status(doc: dict[str, Any]) -> str:
         )
         if "spool" in s:
             lines.append(f"{'':<16} spool: {_spool_line(s['spool'])}")
+        if s.get("capabilities"):
+            lines.append(f"{'':<16} offers: {', '.join(s['capabilities'])}")
     if doc.get("runs"):
         lines += ["", f"{'RUN':>5} {'KIND':<8} {'STORE':<12} {'STATE':<8} PROGRESS"]
         for r in doc["runs"]:

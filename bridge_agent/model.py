@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 
 Status = Literal["active", "draft", "archived"]
 Availability = Literal["InStock", "OutOfStock", "BackOrder", "PreOrder", "Discontinued"]
-Source = Literal["import", "spool", "webhook", "poll", "verify"]
+Source = Literal["import", "spool", "webhook", "poll", "verify", "reconcile", "repair"]
 
 STATUSES: tuple[str, ...] = get_args(Status)
 AVAILABILITIES: tuple[str, ...] = get_args(Availability)

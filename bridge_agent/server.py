@@ -49,6 +49,7 @@ class StoreView:
     active: bool
     health: Health
     spool_dir: Path | None = None
+    capabilities: tuple[str, ...] = ()  # what the store's adapter offers (platforms/base.py)
 
 
 @dataclass
@@ -193,6 +194,7 @@ async def status_document(
             s.id: {
                 "platform": s.platform,
                 "active": s.active,
+                "capabilities": list(s.capabilities),
                 **_store_state(s, live, await state.open_runs(s.id)),
                 "products": await state.mirror_count(s.id),
                 **(

@@ -33,7 +33,8 @@ Op = Literal["upsert", "patch", "delete"]
 ItemStatus = Literal["ok", "need_full", "rejected"]
 OPS: tuple[str, ...] = ("upsert", "patch", "delete")
 ITEM_STATUSES: tuple[str, ...] = ("ok", "need_full", "rejected")
-SOURCES: tuple[str, ...] = ("import", "spool", "webhook", "poll", "verify")
+# "reconcile" and "repair" extend v1's list (hubs must accept unknown sources as informative).
+SOURCES: tuple[str, ...] = ("import", "spool", "webhook", "poll", "verify", "reconcile", "repair")
 OPT_STATUSES: tuple[str, ...] = (
     "applied",
     "conflict",
@@ -326,8 +327,9 @@ def _item(raw: Mapping[str, Any], where: str) -> Item:
     if kind != "product":
         raise WireError(f"{where}.kind: unknown kind {kind!r}")
     source = _text(raw, "source", where)
-    if source not in SOURCES:
-        raise WireError(f"{where}.source: unknown source {source!r}")
+    if len(source) > 32:
+        # Informative only: a source this side does not know (a newer agent's) is accepted.
+        raise WireError(f"{where}.source: longer than 32 characters")
     hash_ = raw.get("hash")
     base = raw.get("base")
     data = raw.get("data")

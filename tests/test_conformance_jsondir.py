@@ -1,4 +1,5 @@
-"""The adapter conformance suite on the built-in `jsondir` platform."""
+"""The adapter conformance suite on the built-in `jsondir` platform, and the Writer suite on the
+in-memory writer."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from bridge_agent.platforms.base import FieldRef, WriteField
 from bridge_agent.platforms.jsondir import JsonDir
 from bridge_agent.testing.catalog import make_product, write_product
-from bridge_agent.testing.conformance import ConformanceSubject, PlatformConformance
+from bridge_agent.testing.conformance import (
+    ConformanceSubject,
+    PlatformConformance,
+    WriterConformance,
+    WriterSubject,
+)
+from bridge_agent.testing.fake_writer import FakeWriter
 
 
 class TestJsonDirConformance(PlatformConformance):
@@ -34,4 +42,22 @@ class TestJsonDirConformance(PlatformConformance):
             missing_id="99999",
             touch=touch,
             webhook_headers={"X-Signature": "bm90LXRoZS1zaWduYXR1cmU="},
+        )
+
+
+class TestFakeWriterConformance(WriterConformance):
+    """The Writer contract on the in-memory writer the downstream tests will use."""
+
+    @pytest.fixture
+    def writer(self) -> WriterSubject:
+        fake = FakeWriter(["1", "2"], fields=[f for f in WriteField if f is not WriteField.JSONLD])
+        fake.merchant_edit(FieldRef("1", WriteField.SEO_TITLE), "Merchant's title")
+        return WriterSubject(
+            writer=fake,
+            writable=[
+                FieldRef("1", WriteField.SEO_TITLE),
+                FieldRef("2", WriteField.SEO_DESCRIPTION),
+                FieldRef("2", WriteField.IMAGE_ALT, image="77"),
+            ],
+            unsupported=FieldRef("1", WriteField.JSONLD),
         )

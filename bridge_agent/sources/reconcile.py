@@ -48,7 +48,7 @@ class Reconciler(StoreSource):
         super().__init__(ctx)
         self._interval = interval
         self._clock = clock
-        self._refetch = Refetcher(ctx, "verify", deletions, concurrency)
+        self._refetch = Refetcher(ctx, "reconcile", deletions, concurrency)
         self._backoff = Backoff(base=30.0, cap=interval)
         self._metrics.counter("bridge_reconciled_total", "Products fixed by reconciliation.")
 
@@ -101,7 +101,7 @@ class Reconciler(StoreSource):
                 f"{len(suspects) - len(fetched)} product(s) could not be re-fetched"
             )
         await self._state.set_cursor(self.store_id, STREAM, _iso(started))
-        self.recorded(queued, "verify")
+        self.recorded(queued, "reconcile")
         if queued:
             found = f"{deleted} deleted and {counts['recorded']} unseen product(s)"
             await self._state.log_event(f"reconciliation found {found}", store=self.store_id)

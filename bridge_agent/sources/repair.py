@@ -133,7 +133,7 @@ class Repair:
     async def execute(self, run: Run, platform: Platform) -> RepairCounts:
         """Run (or resume) the repair to its end. Raises PlatformError or HubError."""
         ctx: StoreContext = dataclasses.replace(self._source.ctx, platform=platform)
-        refetch = Refetcher(ctx, "verify", deletions=True, concurrency=self._concurrency)
+        refetch = Refetcher(ctx, "repair", deletions=True, concurrency=self._concurrency)
         checkpoint: dict[str, Any] = dict(run.checkpoint or {})
         known = {f.name for f in dataclasses.fields(RepairCounts)}
         counts = RepairCounts(
@@ -215,7 +215,7 @@ class Repair:
             checkpoint={"after": last, "counts": dataclasses.asdict(counts)},
             done=counts.hub_seen,
         )
-        self._source.recorded(queued, "verify")
+        self._source.recorded(queued, "repair")
         return end
 
     def _decide(

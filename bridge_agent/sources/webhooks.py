@@ -9,6 +9,9 @@ Rules, and why:
   commit could lose a change; answering after a slow re-fetch could time the sender out. The hint
   worker re-fetches afterwards. Replays of one delivery coalesce into the same hint.
 - The creation ping (WooCommerce posts `webhook_id=N` unsigned when a webhook is saved) answers 200.
+- A verified delivery names its products, or platform references (a Shopify inventory item) that
+  the adapter's `resolve_webhook` turns into product ids, asking the store if need be, within
+  `RESOLVE_TIMEOUT`; if it cannot, the delivery is answered 503 and the sender retries it.
 - One delivery's failure stays with it: a body the adapter cannot use answers 400 (even when the
   adapter fails in an unforeseen way: the traceback goes to the log, not to the sender), and a
   state store that cannot commit answers 503, so the sender keeps the delivery.
@@ -16,18 +19,22 @@ Rules, and why:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
-from bridge_agent.errors import BadWebhook, StateStoreError
+from bridge_agent.errors import BadWebhook, PlatformError, StateStoreError
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
+from bridge_agent.platforms.base import WebhookDelivery
 from bridge_agent.store import StateStore
 
 log = structlog.get_logger("bridge_agent.webhooks")
+
+RESOLVE_TIMEOUT = 3.0  # senders give up after 5 s (WooCommerce, Shopify): answer well before
 
 
 @dataclass
@@ -84,11 +91,22 @@ async def receive(request: web.Request) -> web.Response:
         metrics.inc("bridge_webhooks_total", store=store, outcome="bad_body")
         log.exception("webhook_failed", store=store)
         return web.Response(status=400, text="the delivery could not be read\n")
-    if delivery.kind == "ping" or not delivery.product_ids:
+    if delivery.kind == "ping" or not (delivery.product_ids or delivery.references):
         metrics.inc("bridge_webhooks_total", store=store, outcome="ping")
         return web.Response(text="ok\n")
     try:
-        await request.app[STATE].add_hints(store, delivery.product_ids, "webhook")
+        product_ids = await _resolve(route.platform, delivery)
+    except (PlatformError, TimeoutError) as exc:
+        # The delivery is verified but its products cannot be named now (the store is slow or
+        # down): not acknowledged, so the sender delivers it again later.
+        metrics.inc("bridge_webhooks_total", store=store, outcome="not_resolved")
+        log.warning("webhook_not_resolved", store=store, error=str(exc) or "timed out")
+        return web.Response(status=503, text="the delivery cannot be resolved now\n")
+    if not product_ids:
+        metrics.inc("bridge_webhooks_total", store=store, outcome="no_product")
+        return web.Response(text="ok\n")
+    try:
+        await request.app[STATE].add_hints(store, product_ids, "webhook")
     except StateStoreError as exc:
         # Not committed, so not acknowledged (guarantee 2): the sender must try again later.
         metrics.inc("bridge_webhooks_total", store=store, outcome="not_recorded")
@@ -97,3 +115,14 @@ async def receive(request: web.Request) -> web.Response:
     metrics.inc("bridge_webhooks_total", store=store, outcome="accepted")
     route.on_hints()
     return web.Response(text="ok\n")
+
+
+async def _resolve(platform: Platform, delivery: WebhookDelivery) -> tuple[str, ...]:
+    """The product ids of a verified delivery, through the adapter's `resolve_webhook` (which
+    may ask the store), within RESOLVE_TIMEOUT; a v1 adapter without it names them directly."""
+    resolve = getattr(platform, "resolve_webhook", None)
+    if resolve is None:
+        return delivery.product_ids
+    async with asyncio.timeout(RESOLVE_TIMEOUT):
+        ids: tuple[str, ...] = await resolve(delivery)
+    return ids

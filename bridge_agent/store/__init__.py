@@ -908,7 +908,7 @@ class MirrorState:
 class Repairs:
     """What one slice of a repair run writes (`StateStore.repair_page`)."""
 
-    source: str = "verify"
+    source: str = "repair"
     changes: Sequence[Change] = ()  # re-fetched products (or deletions), recorded as usual
     delete: Sequence[str] = ()  # ids the mirror never saw, gone from the store, live at the hub
     resend: Sequence[tuple[str, str | None, bool, str | None]] = ()  # (id, hash, deleted, acked)

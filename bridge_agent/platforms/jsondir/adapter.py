@@ -16,12 +16,19 @@ import httpx
 from bridge_agent.errors import BadWebhook, ConfigError, InputError, PlatformUnavailable
 from bridge_agent.inputs import loads_json, read_regular_file
 from bridge_agent.model import Product
-from bridge_agent.platforms.base import CatalogPage, WebhookDelivery
+from bridge_agent.platforms.base import (
+    Capability,
+    CatalogPage,
+    FetchResult,
+    WebhookDelivery,
+    fetch_each,
+)
 
 if TYPE_CHECKING:
     from bridge_agent.config import StoreSettings
 
 PAGE_SIZE = 100
+FETCH_CONCURRENCY = 8  # files read at once by fetch_products
 MAX_PRODUCT_BYTES = 16 * 1024 * 1024  # one product file; its descriptions may be long
 MAX_WEBHOOK_BYTES = 1024 * 1024
 MAX_ID_LENGTH = 255
@@ -31,6 +38,15 @@ class JsonDir:
     """Products as JSON files in `catalog_dir`."""
 
     name: ClassVar[str] = "jsondir"
+    # Files are read one by one (no batch_fetch); a custom back end reports changes by spool.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.MODIFIED_SINCE,
+            Capability.PRODUCT_IDS,
+            Capability.WEBHOOKS,
+            Capability.SPOOL_HOOKS,
+        }
+    )
 
     def __init__(self, store_id: str, catalog_dir: Path, webhook_secret: str | None = None) -> None:
         self.store_id = store_id
@@ -54,6 +70,15 @@ class JsonDir:
         if "/" in product_id or product_id.startswith(".") or not product_id.isprintable():
             return None  # not a file name we would have written; such a product cannot exist
         return await asyncio.to_thread(self._read, self.catalog_dir / f"{product_id}.json")
+
+    async def fetch_products(self, ids: Sequence[str]) -> FetchResult:
+        return await fetch_each(self, ids, concurrency=FETCH_CONCURRENCY)
+
+    async def resolve_webhook(self, delivery: WebhookDelivery) -> tuple[str, ...]:
+        return delivery.product_ids
+
+    async def aclose(self) -> None:
+        return None
 
     async def catalog(self, resume: str | None = None) -> AsyncIterator[CatalogPage]:
         names = sorted(await asyncio.to_thread(_json_names, self.catalog_dir))

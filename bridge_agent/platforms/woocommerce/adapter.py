@@ -6,6 +6,9 @@ Reads (all with `status=any`, which WordPress defines as every status except `tr
 - `fetch_product(id)`: `GET /products/{id}` plus `/products/{id}/variations` pages for variable
   products. A trashed product still loads (200, `status: trash`) and maps to `archived`; a
   force-deleted one is a 404, answered as None. A variation id is not a product: None.
+- `fetch_products(ids)` (`batch_fetch`): `GET /products?include=<up to 100 ids>&status=any`, then
+  `fetch_product` for the ids that listing leaves out (trashed products, variation ids, products
+  deleted meanwhile), so the answer is the same as one `fetch_product` per id in far fewer requests.
 - `catalog(resume)`: `GET /products?orderby=id&order=asc&status=any&per_page=N&page=P`. Page 1
   (or the resume page) gives `X-WP-TotalPages`; the following pages are fetched `concurrency` at a
   time in a sliding window and yielded in page order, each page's variable products' variations
@@ -27,8 +30,13 @@ Reads (all with `status=any`, which WordPress defines as every status except `tr
   excluded, so trashed products are reported missing (the reconciliation then treats them as
   deleted; `fetch_product` would still load them as `archived`).
 
-Webhooks: `verify_webhook` checks deliveries (see `webhooks.py`); `register_webhooks` and
-`reactivate_disabled_webhooks` manage the store's product webhooks (key with read_write).
+Webhooks: `verify_webhook` checks deliveries (see `webhooks.py`) and `resolve_webhook` needs no
+I/O (a delivery names its product); `register_webhooks` and `reactivate_disabled_webhooks` manage
+the store's product webhooks (key with read_write).
+
+Capabilities (platform protocol v2, `platforms/base.py`): `modified_since`, `product_ids`,
+`batch_fetch`, `webhooks`, `webhook_registration`, `spool_hooks` (the WordPress companion plugin).
+No writes yet: the downstream issue adds them.
 """
 
 from __future__ import annotations
@@ -47,14 +55,30 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
 import structlog
 
-from bridge_agent.errors import BadWebhook, ConfigError, PlatformUnavailable, ProductNotFound
+from bridge_agent.errors import (
+    BadWebhook,
+    ConfigError,
+    PlatformAuthFailed,
+    PlatformError,
+    PlatformUnavailable,
+    ProductNotFound,
+)
 from bridge_agent.model import Product
-from bridge_agent.platforms.base import CatalogPage, ItemFailure, WebhookDelivery
+from bridge_agent.platforms.base import (
+    Capability,
+    CatalogPage,
+    FetchResult,
+    ItemFailure,
+    WebhookAction,
+    WebhookDelivery,
+    collect,
+    failure_of,
+)
 from bridge_agent.platforms.woocommerce import webhooks
 from bridge_agent.platforms.woocommerce.client import ListPage, Params, WooClient
 from bridge_agent.platforms.woocommerce.mapping import (
@@ -80,19 +104,6 @@ TREE_MIN_AGE = 30.0  # an unknown category id reloads the tree, at most this oft
 WEBHOOK_NAME = "bridge-agent"
 _GMT = "%Y-%m-%dT%H:%M:%S"
 
-WebhookActionKind = Literal[
-    "created", "activated", "secret_updated", "unchanged", "paused", "duplicate"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookAction:
-    """What `register_webhooks` / `reactivate_disabled_webhooks` did to one webhook."""
-
-    topic: str
-    webhook_id: str
-    action: WebhookActionKind
-
 
 @dataclass(frozen=True, slots=True)
 class _Fetched:
@@ -105,6 +116,16 @@ class WooCommerce:
     """One WooCommerce store, read through wc/v3."""
 
     name: ClassVar[str] = "woocommerce"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.MODIFIED_SINCE,
+            Capability.PRODUCT_IDS,
+            Capability.BATCH_FETCH,
+            Capability.WEBHOOKS,
+            Capability.WEBHOOK_REGISTRATION,
+            Capability.SPOOL_HOOKS,  # the WordPress companion plugin (plugins/woocommerce)
+        }
+    )
 
     def __init__(
         self,
@@ -152,7 +173,7 @@ class WooCommerce:
             )
 
     async def fetch_product(self, product_id: str) -> Product | None:
-        if not (product_id.isascii() and product_id.isdigit()) or int(product_id) <= 0:
+        if not _digits(product_id):
             return None  # not an id WooCommerce could have given
         try:
             async with self._slots:
@@ -169,6 +190,47 @@ class WooCommerce:
             return None  # the id of a variation: its parent is the product
         products = await self._map_many([data])
         return products[0] if products else None
+
+    async def fetch_products(self, ids: Sequence[str]) -> FetchResult:
+        """`GET /products?include=a,b,...&status=any` (100 ids per request, `concurrency` requests
+        at once); ids the listing leaves out are fetched one by one: a trashed product (which
+        `status=any` hides but which still exists, as `archived`), a variation id (not a
+        product), or one deleted meanwhile. A listing that fails fails the whole call."""
+        wanted = list(dict.fromkeys(i for i in ids if _digits(i)))
+        answers: dict[str, Product | ItemFailure | None] = {
+            i: None for i in ids if not _digits(i)
+        }  # not an id WooCommerce could have given: no such product
+
+        async def chunk(part: list[str]) -> None:
+            params: Params = {"include": ",".join(part), "status": "any", "orderby": "id"}
+            async with self._slots:
+                listed = await self.client.list_page(
+                    "/products", params, page=1, page_size=MAX_PER_PAGE
+                )
+            items = [i for i in listed.items if str(i.get("id")) in part]
+            failures: list[ItemFailure] = []
+            for product in await self._map_many(items, failures):
+                answers[product.id] = product
+            for failure in failures:
+                answers[failure.product_id] = failure
+
+        await _gather(
+            chunk(wanted[n : n + MAX_PER_PAGE]) for n in range(0, len(wanted), MAX_PER_PAGE)
+        )
+        left = [i for i in wanted if i not in answers]
+        singles = await _gather(self._fetch_or_failure(i) for i in left)
+        answers.update(zip(left, singles, strict=True))
+        return collect((i, answers[i]) for i in dict.fromkeys(ids))
+
+    async def _fetch_or_failure(self, product_id: str) -> Product | ItemFailure | None:
+        try:
+            return await self.fetch_product(product_id)
+        except ProductNotFound:
+            return None
+        except PlatformError as exc:
+            if isinstance(exc, PlatformAuthFailed):
+                raise  # the key is wrong for every product: the whole call fails
+            return failure_of(product_id, exc)
 
     async def catalog(self, resume: str | None = None) -> AsyncIterator[CatalogPage]:
         start = self._page_token(resume)
@@ -219,6 +281,14 @@ class WooCommerce:
         if secret is None:
             raise BadWebhook("no webhook_secret configured for this store", status=401)
         return webhooks.verify(headers, body, secret.reveal())
+
+    async def resolve_webhook(self, delivery: WebhookDelivery) -> tuple[str, ...]:
+        """WooCommerce deliveries name the product (a variation's names its parent)."""
+        return delivery.product_ids
+
+    async def aclose(self) -> None:
+        """Nothing of its own to release: the agent closes the HTTP client it gave."""
+        self._tree = None
 
     # -- webhook management (the agent calls these; they need a read_write key) ----------------
 
@@ -543,6 +613,11 @@ def _status_of(exc: Exception) -> int | None:
         if word.isdigit() and 400 <= int(word) <= 599:
             return int(word)
     return None
+
+
+def _digits(product_id: str) -> bool:
+    """Whether a product id could be WooCommerce's: a positive decimal of ASCII digits."""
+    return product_id.isascii() and product_id.isdigit() and 0 < int(product_id) < 2**63
 
 
 def _is_id(value: Any) -> bool:
