@@ -292,6 +292,8 @@ class StoreSettings:
     reconcile_interval: float = 21600.0
     spool_dir: Path | None = None
     images_max_per_product: int = 10
+    image_checks: bool = True  # the import report's main-image checks (HEAD requests to the CDN)
+    requests_per_second: float = 0.0  # request budget; 0: only `concurrency` bounds it
     secrets: Mapping[str, Secret] = field(default_factory=_empty)
     options: Mapping[str, Any] = field(default_factory=_empty)
 
@@ -487,6 +489,8 @@ _STORE_KEYS = (
     "reconcile_interval",
     "spool_dir",
     "images_max_per_product",
+    "image_checks",
+    "requests_per_second",
 )
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PLAIN_TABLE = re.compile(r"\[[a-z]+\]")
@@ -810,6 +814,10 @@ def _store(table: _Table) -> StoreSettings:
         images_max_per_product=table.integer(
             "images_max_per_product", default["images_max_per_product"], minimum=0
         ),
+        image_checks=table.boolean("image_checks", default["image_checks"]),
+        requests_per_second=table.number(
+            "requests_per_second", default["requests_per_second"], minimum=0.0, maximum=10_000.0
+        ),
     )
     if not platform:
         return common  # already reported; as for an unknown platform, other keys go unjudged
@@ -1017,6 +1025,15 @@ class _Table:
                 self.problem(key, f"must be from {minimum} to {maximum}, got {value}")
             return default
         return int(value)
+
+    def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self._typed(key, (int, float), "a number")
+        if value is None:
+            return default
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            self.problem(key, f"must be from {minimum:g} to {maximum:g}, got {value}")
+            return default
+        return float(value)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._typed(key, bool, "a boolean (true or false)")

@@ -375,6 +375,22 @@ def test_out_of_range_integers(tmp_path: Path) -> None:
     ]
 
 
+def test_request_budget_and_image_checks(tmp_path: Path) -> None:
+    store = load(tmp_path, MINIMAL).stores[0]
+    assert (store.requests_per_second, store.image_checks) == (0.0, True)
+    text = MINIMAL + "requests_per_second = 2.5\nimage_checks = false\n"
+    store = load(tmp_path, text).stores[0]
+    assert (store.requests_per_second, store.image_checks) == (2.5, False)
+    for bad, expected in [
+        ("-1", "must be from 0 to 10000, got -1"),
+        ("nan", "must be from 0 to 10000, got nan"),
+        ("true", "expected a number, got boolean"),
+        ('"5"', "expected a number, got string"),
+    ]:
+        found = only_problem(tmp_path, MINIMAL + f"requests_per_second = {bad}\n")
+        assert found == f"[[stores]] #1 (id 'main') requests_per_second: {expected}", found
+
+
 def test_bad_duration(tmp_path: Path) -> None:
     text = AGENT + HUB + STORE + 'poll_interval = "5 minutes"\nreconcile_interval = "0s"\n'
     found = problems(tmp_path, text)
