@@ -75,6 +75,11 @@ def _image_summary(images: dict[str, Any] | None) -> str:
     return (
         f"; {images['checked']} image URL(s) checked: {images['unreachable']} unreachable,"
         f" {images['oversized']} over 2 MB"
+        + (
+            f", {images['not_checked']} not checked (the image host was slower than the import)"
+            if images.get("not_checked")
+            else ""
+        )
     )
 
 
@@ -170,7 +175,8 @@ class Importer(StoreSource):
         done = run.done
         if resume is not None:
             log.info("run_resumed", store=self.store.id, run=run.id, at=resume, done=done)
-        images = self._images() if self._images is not None else None
+        checks = self._images if self.store.image_checks else None  # `image_checks = false`
+        images = checks() if checks is not None else None
         try:
             done = await self._walk(run, platform, resume, done, checkpoint, images)
             if images is not None:
@@ -210,7 +216,7 @@ class Importer(StoreSource):
             self._metrics.inc("bridge_import_products_total", len(page.products))
             self.recorded(queued, "import")
             if images is not None:  # the main image of each product (see images.py)
-                await images.submit(p.images[0].src for p in page.products if p.images)
+                images.submit(p.images[0].src for p in page.products if p.images)  # never waits
         return done
 
     async def _finish(self, run: Run, checkpoint: dict[str, Any], done: int | None = None) -> None:
@@ -269,6 +275,7 @@ class Importer(StoreSource):
             duplicate_skus=len(duplicates),
             images_unreachable=images.get("unreachable", 0),
             images_oversized=images.get("oversized", 0),
+            images_not_checked=images.get("not_checked", 0),
         )
         if self.health.state == "import_failing":
             self.health.ok()
