@@ -45,9 +45,10 @@ import msgpack
 from common import Hub, cpu_seconds, hub_process, say, table
 
 from bridge_agent import wire
+from bridge_agent.hublink import HubClient
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change, Product
-from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
+from bridge_agent.shipper import Shipper, ShipperSettings
 from bridge_agent.store import DueItem, Settlement, StateStore, now_ms
 from bridge_agent.testing.catalog import make_product
 

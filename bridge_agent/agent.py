@@ -1,8 +1,10 @@
 """The Agent: opens the resources, owns the root tasks, reloads and stops gracefully.
 
 Theory of operation. `run()` opens the state store and the HTTP clients, builds the components
-(shipper, one spool watcher and one store checker per active store, the health server, the
+(the shipper, the stores with their tasks (`stores.py`), the health and webhook listeners, the
 supervisor that feeds systemd) and starts each as a named root task in one `asyncio.TaskGroup`.
+The schedule (`scheduling.py`) starts with them and only nudges components; it is shut down
+before the tasks are cancelled, so nothing nudges a stopped component.
 Root tasks never return: one that returns or fails is a bug or a fatal condition, so `guard()`
 turns it into an error, the group cancels the others, and `run()` raises; the CLI logs which task
 stopped the agent and exits 1. Nothing is left half-alive (kopf's lesson).
@@ -17,8 +19,8 @@ again. An invalid file is refused with every problem logged, and the running con
 A valid one applies to new work: the shipper takes its new settings at its next round (the batch
 in flight finishes as it started), a store whose settings changed has its tasks restarted (a spool
 round interrupted mid-way loses nothing: files go only after their commit), added and removed
-stores start and stop. Listen addresses, the agent id and the state directory need a restart; a
-reload that changes them says so and keeps the old values.
+stores start and stop (`stores.plan_reload` says which). Listen addresses, the agent id and the
+state directory need a restart; a reload that changes them says so and keeps the old values.
 
 Stopping. `stop()` (first SIGTERM/SIGINT) stops the sources, so no new change is recorded, then
 drains the outbox to the hub for at most `agent.drain_timeout` seconds while `/healthz` answers 503
@@ -30,8 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,8 @@ import httpx
 import structlog
 import watchfiles
 
-from bridge_agent import __version__, logs, platforms, wire
-from bridge_agent.config import Config, HubSettings, StoreSettings, load_config
+from bridge_agent import __version__, logs, wire
+from bridge_agent.config import Config, HubSettings, load_config
 from bridge_agent.errors import (
     BridgeError,
     ConfigError,
@@ -48,27 +50,19 @@ from bridge_agent.errors import (
     StateStoreError,
     StateStoreLost,
 )
-from bridge_agent.health import Health
+from bridge_agent.hublink import HubClient
 from bridge_agent.metrics import Metrics
-from bridge_agent.platforms import Platform
-from bridge_agent.platforms.base import Capability, WebhookRegistrar, capabilities_of
-from bridge_agent.server import AgentView, StoreView, make_app, serve
-from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
-from bridge_agent.sources import StoreContext
-from bridge_agent.sources.hints import HintWorker
-from bridge_agent.sources.images import ImageChecker
-from bridge_agent.sources.importer import Importer
-from bridge_agent.sources.poller import Poller
-from bridge_agent.sources.reconcile import Reconciler
-from bridge_agent.sources.spool import SpoolWatcher
-from bridge_agent.sources.webhooks import WebhookRoute, make_webhook_app
+from bridge_agent.scheduling import Scheduler
+from bridge_agent.server import AgentView, make_app, serve
+from bridge_agent.shipper import Shipper, ShipperSettings
+from bridge_agent.sources.webhooks import make_webhook_app
 from bridge_agent.store import StateStore
+from bridge_agent.stores import Stores
 from bridge_agent.sync.retry import Backoff
 from bridge_agent.systemd import Notifier
 
 log = structlog.get_logger("bridge_agent.agent")
 
-STORE_CHECK_INTERVAL = 300.0
 STATUS_INTERVAL = 5.0
 LIVENESS_TIMEOUT = 5.0
 
@@ -95,14 +89,6 @@ async def guard(name: str, coro: Coroutine[Any, Any, Any]) -> None:
     raise RootTaskExited(name)
 
 
-@dataclass
-class _StoreTasks:
-    settings: StoreSettings
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    http: httpx.AsyncClient | None = None  # the store adapter's client, closed with the store
-    platform: Platform | None = None  # the store's adapter, `aclose`d with the store
-
-
 class Agent:
     """One agent process. `run()` until `stop()`; see the module docstring."""
 
@@ -126,12 +112,10 @@ class Agent:
         self.shipper: Shipper | None = None
         self.reloads = 0  # applied reloads, for status and tests
         self._group: asyncio.TaskGroup | None = None
-        self._stores: dict[str, _StoreTasks] = {}
-        self._views: dict[str, StoreView] = {}
+        self._scheduler = Scheduler()
+        self._stores: Stores  # made in run(), with the state store
         self._http_clients: list[httpx.AsyncClient] = []
         self._closing: set[asyncio.Future[None]] = set()  # clients of stopped stores, closing
-        self._webhook_routes: dict[str, WebhookRoute] = {}
-        self._importers: dict[str, Importer] = {}
         self.webhook_port: int | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.metrics.counter("bridge_config_reloads_total", "Configuration reloads, by outcome.")
@@ -167,21 +151,31 @@ class Agent:
             await state.raise_seq_to_clock()
             stack.push_async_callback(self._close_clients)
             stack.callback(self.notifier.close)
-            # Build every adapter before any task starts: a store whose settings its adapter
-            # refuses is a configuration error (exit 78), not a half-started agent.
-            built = self._build_platforms(s for s in cfg.stores if s.active)
             shipper = Shipper(
                 state, self._hub_client(cfg.hub), _shipper_settings(cfg), self.metrics
             )
             self.shipper = shipper
             self._state = state
+            stores = self._stores = Stores(
+                state=state,
+                metrics=self.metrics,
+                scheduler=self._scheduler,
+                spawn=self._spawn,
+                open_client=self._client,
+                forget_client=self._forget_client,
+                on_recorded=shipper.nudge,
+                hub_hashes=self._hub_hashes,
+            )
+            # Build every adapter before any task starts: a store whose settings its adapter
+            # refuses is a configuration error (exit 78), not a half-started agent.
+            built = stores.build(s for s in cfg.stores if s.active)
             app = make_app(
                 AgentView(
                     cfg.agent.id,
                     state,
                     shipper.hub,
                     self.metrics,
-                    self._views,
+                    stores.views,
                     lambda: self.draining,
                 )
             )
@@ -191,6 +185,8 @@ class Agent:
                 self.health_port = port
                 bound.set()
 
+            self._scheduler.start()
+            stack.push_async_callback(self._scheduler.shutdown)  # also when a root task fails
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 listen = cfg.health.listen
@@ -202,7 +198,7 @@ class Agent:
                 work = [self._spawn("shipper", shipper.run())]
                 self._ensure_webhook_listener(cfg)
                 for store in cfg.stores:
-                    self._start_store(store, built.get(store.id))
+                    stores.start(store, built.get(store.id))
                 await bound.wait()
                 supervisor = self._spawn("supervisor", self._supervise())
                 reloader = self._spawn("reloader", self._reloader())
@@ -220,14 +216,12 @@ class Agent:
                 log.info("agent_stopping")
                 self.notifier.stopping()
                 reloader.cancel()
-                sources = [t for s in self._stores.values() for t in s.tasks]
-                if self._webhook_task is not None:
-                    sources.append(self._webhook_task)
-                for task in [*work, *sources]:
+                await self._scheduler.shutdown()  # no more nudges: the sources stop next
+                listeners = [] if self._webhook_task is None else [self._webhook_task]
+                for task in [*work, *listeners]:
                     task.cancel()
-                await asyncio.gather(*work, *sources, reloader, return_exceptions=True)
-                for store_id, entry in self._stores.items():
-                    await _close_platform(entry.platform, store_id)
+                await stores.shutdown()
+                await asyncio.gather(*work, *listeners, reloader, return_exceptions=True)
                 await self._drain(shipper, state)
                 supervisor.cancel()
                 server.cancel()
@@ -270,42 +264,6 @@ class Agent:
         shipper), on the hub client of the moment (a reload may replace it)."""
         return await self._hub.hashes(store, after, limit)
 
-    def _build_platform(self, store: StoreSettings) -> tuple[Platform, httpx.AsyncClient]:
-        """The store's adapter on an HTTP client of its own (TLS verification is per store)."""
-        verify = bool(store.options.get("verify_tls", True))
-        http = self._client(timeout=30.0, verify=verify)
-        try:
-            return platforms.load(store.platform).from_settings(store, http), http
-        except BaseException:
-            self._forget_client(http)
-            raise
-
-    def _build_platforms(
-        self, stores: Iterable[StoreSettings]
-    ) -> dict[str, tuple[Platform, httpx.AsyncClient]]:
-        """Adapters for these stores, or none: if one refuses its settings, the clients of those
-        already built are closed before the error goes up."""
-        built: dict[str, tuple[Platform, httpx.AsyncClient]] = {}
-        try:
-            for store in stores:
-                built[store.id] = self._build_platform(store)
-        except BaseException:
-            for _, http in built.values():
-                self._forget_client(http)
-            raise
-        return built
-
-    @contextlib.asynccontextmanager
-    async def _run_platform(self, store: StoreSettings) -> AsyncIterator[Platform]:
-        """An adapter for one execution of a run (frozen settings); its client closes after."""
-        platform, http = self._build_platform(store)
-        try:
-            yield platform
-        finally:
-            with contextlib.suppress(ValueError):
-                self._http_clients.remove(http)
-            await http.aclose()
-
     def _forget_client(self, http: httpx.AsyncClient) -> None:
         """Stop tracking a client and close it in the background (it may still be in use by a
         task being cancelled; closing waits for nothing)."""
@@ -319,75 +277,7 @@ class Agent:
         await asyncio.gather(*self._closing, return_exceptions=True)
         await asyncio.gather(*(c.aclose() for c in self._http_clients), return_exceptions=True)
 
-    # -- stores --------------------------------------------------------------------------------
-
-    def _start_store(
-        self, store: StoreSettings, built: tuple[Platform, httpx.AsyncClient] | None
-    ) -> None:
-        """Start one store's root tasks: check, import, spool, webhook hints, poll, reconcile."""
-        health = Health(f"store:{store.id}")
-        self._views[store.id] = StoreView(
-            store.id,
-            store.platform,
-            store.active,
-            health,
-            spool_dir=store.spool_dir,
-            capabilities=tuple(sorted(capabilities_of(built[0]))) if built else (),
-        )
-        entry = _StoreTasks(store)
-        self._stores[store.id] = entry
-        if built is None:
-            return
-        platform, entry.http = built
-        assert self.shipper is not None
-        ctx = StoreContext(
-            store.id, platform, self._state, self.shipper.nudge, self.metrics, health
-        )
-        importer = Importer(
-            ctx,
-            store=store,
-            build_platform=self._run_platform,
-            images=ImageChecker,  # one per run, with its own aiohttp session
-            hub_hashes=self._hub_hashes,
-        )
-        hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
-        reconciler = Reconciler(
-            ctx,
-            interval=store.reconcile_interval,
-            deletions=store.deletions,
-            concurrency=store.concurrency,
-        )
-        # The core asks what the adapter offers (platforms/base.py), never assumes.
-        offers = capabilities_of(platform)
-        registers = Capability.WEBHOOK_REGISTRATION in offers
-        tasks = {
-            "check": _check_store(
-                platform,
-                health,
-                self._state,
-                store.id,
-                store.options.get("webhook_url") if registers else None,
-            ),
-            "import": importer.run(),
-            "hints": hints.run(),
-        }
-        if Capability.MODIFIED_SINCE in offers:
-            tasks["poll"] = Poller(ctx, interval=store.poll_interval).run()
-        if Capability.PRODUCT_IDS in offers:
-            tasks["reconcile"] = reconciler.run()
-        if store.spool_dir is not None:
-            spool = SpoolWatcher(
-                ctx,
-                spool_dir=store.spool_dir,
-                deletions=store.deletions,
-                concurrency=store.concurrency,
-            )
-            tasks["spool"] = spool.run()
-        entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
-        if Capability.WEBHOOKS in offers:
-            self._webhook_routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
-        self._importers[store.id] = importer
-        entry.platform = platform
+    # -- listeners -----------------------------------------------------------------------------
 
     def _ensure_webhook_listener(self, cfg: Config) -> None:
         """Bind the webhook listener once an active store can verify webhooks (start or reload)."""
@@ -398,7 +288,7 @@ class Agent:
     async def _serve_webhooks(self, state: StateStore) -> None:
         listen = self.config.webhooks.listen
         app = make_webhook_app(
-            self._webhook_routes,
+            self._stores.routes,
             state,
             self.metrics,
             max_body_bytes=self.config.webhooks.max_body_bytes,
@@ -412,18 +302,6 @@ class Agent:
             app, listen.host, listen.port,
             name="webhooks", limits=limits, metrics=self.metrics, bound=bound,
         )  # fmt: skip
-
-    async def _stop_store(self, store_id: str) -> None:
-        entry = self._stores.pop(store_id)
-        self._views.pop(store_id, None)
-        self._webhook_routes.pop(store_id, None)
-        self._importers.pop(store_id, None)
-        for task in entry.tasks:
-            task.cancel()
-        await asyncio.gather(*entry.tasks, return_exceptions=True)
-        await _close_platform(entry.platform, store_id)
-        if entry.http is not None:
-            self._forget_client(entry.http)
 
     # -- reload --------------------------------------------------------------------------------
 
@@ -504,26 +382,14 @@ class Agent:
     async def _apply(self, old: Config, new: Config) -> None:
         # Build the adapters of new and changed stores first: a store whose adapter refuses its
         # settings fails the whole reload before anything running is touched.
-        before = {s.id: s for s in old.stores}
-        after = {s.id: s for s in new.stores}
-        changed = [s for s in new.stores if s.id not in before or before[s.id] != s]
-        built = self._build_platforms(s for s in changed if s.active)
+        prepared = self._stores.prepare(old.stores, new.stores)
         assert self.shipper is not None
         if new.hub != old.hub or new.agent.id != old.agent.id:
             hub = self._hub_client(new.hub) if new.hub.url != old.hub.url or (
                 new.hub.token != old.hub.token or new.hub.timeout != old.hub.timeout
             ) else None  # fmt: skip
             self.shipper.configure(_shipper_settings(new), hub)
-        for store_id in before.keys() - after.keys():
-            await self._stop_store(store_id)
-            log.info("store_removed", store=store_id)
-        for store_id, settings in after.items():
-            if store_id in before and before[store_id] == settings:
-                continue
-            if store_id in self._stores:
-                await self._stop_store(store_id)
-            self._start_store(settings, built.get(store_id))
-            log.info("store_configured", store=store_id, active=settings.active)
+        await self._stores.apply(prepared)
         self._ensure_webhook_listener(new)
 
     # -- supervision ---------------------------------------------------------------------------
@@ -584,17 +450,6 @@ class Agent:
         log.info("drain_finished", outcome=outcome, shipped=max(before - left, 0), left=left)
 
 
-async def _close_platform(platform: Platform | None, store_id: str) -> None:
-    """`aclose()` an adapter (a v1 adapter may have none); its failure is logged, not raised."""
-    close = getattr(platform, "aclose", None)
-    if close is None:
-        return
-    try:
-        await close()
-    except Exception:  # an adapter's bug must not stop a reload or a shutdown
-        log.exception("platform_close_failed", store=store_id)
-
-
 def secret_values(config: Config) -> list[str]:
     """Every secret in the configuration, for the log redactor."""
     values = [config.hub.token.reveal()]
@@ -615,41 +470,3 @@ def _shipper_settings(cfg: Config) -> ShipperSettings:
         ),
         auth_retry_interval=cfg.hub.auth_retry_interval,
     )
-
-
-async def _check_store(
-    platform: Platform,
-    health: Health,
-    state: StateStore,
-    store_id: str,
-    webhook_url: str | None = None,
-) -> None:
-    """Root task: a cheap authenticated call now and then, so /healthz shows a store outage.
-
-    With a `webhook_url`, the same beat keeps the store's webhooks alive: registered at the first
-    success, re-activated whenever the platform disabled them (WooCommerce does so after a few
-    failed deliveries and never says it). What was done goes to the event log.
-    """
-    registered = False
-    while True:
-        try:
-            await platform.check()
-            if webhook_url and isinstance(platform, WebhookRegistrar):
-                if registered:
-                    actions = await platform.reactivate_disabled_webhooks(webhook_url)
-                else:
-                    actions = await platform.register_webhooks(webhook_url)
-                    registered = True
-                for action in actions:
-                    if action.action != "unchanged":
-                        message = (
-                            f"webhook {action.topic} (id {action.webhook_id}): {action.action}"
-                        )
-                        log.info("webhook_maintained", store=store_id, detail=message)
-                        await state.log_event(message, store=store_id)
-        except PlatformError as exc:
-            health.fail("unreachable", str(exc))
-        else:
-            if health.state in ("starting", "unreachable") or health.failing:
-                health.ok()
-        await asyncio.sleep(STORE_CHECK_INTERVAL)

@@ -2,7 +2,9 @@
 
 Exit codes (design.md section 7): 0 ok, 1 failure, 2 usage, 78 configuration error (EX_CONFIG, as
 `vector validate`). The process owns the signals: the first SIGTERM/SIGINT asks the agent to stop
-gracefully, a second one abandons the drain (uvicorn's two-stage stop).
+gracefully, a second one abandons the drain (uvicorn's two-stage stop). The global options
+(`--config`, `--log-level`, `--log-format`) are read before or after the command (`bridge-agent
+validate --config FILE`, as `vector validate --config` reads); after it wins.
 
 Commands that only read or edit the local state (`status`, `log`, `outbox`) load the
 configuration without its secrets, so they work in a fresh terminal without the hub token. A
@@ -82,27 +84,58 @@ def _positive(text: str) -> int:
     return value
 
 
+_GLOBAL_DEFAULTS: dict[str, Any] = {"config": None, "log_level": "info", "log_format": "auto"}
+
+
+def _add_global_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """`--config`, `--log-level` and `--log-format`, accepted before and after the command."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=defaults["config"],
+        help="agent.toml (default: ./agent.toml, then /etc/bridge-agent/agent.toml)",
+    )
+    parser.add_argument(
+        "--log-level", default=defaults["log_level"], choices=["debug", "info", "warning", "error"],
+        help="the least severe log lines written (default: info, or [agent] log_level for run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-format", default=defaults["log_format"], choices=["auto", "json", "console"],
+        help="json lines (journald) or console; auto picks console on a terminal",
+    )  # fmt: skip
+
+
+class _Commands:
+    """Subcommands that also take the global options (after the command name)."""
+
+    def __init__(
+        self,
+        actions: argparse._SubParsersAction[argparse.ArgumentParser],
+        after: argparse.ArgumentParser,
+    ) -> None:
+        self._actions = actions
+        self._after = after
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._actions.add_parser(
+            name, parents=[self._after], **kwargs
+        )
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge-agent",
         description="Keeps a central SEO hub in sync with a store's catalog, in both directions.",
     )
     parser.add_argument("--version", action="version", version=f"bridge-agent {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="agent.toml (default: ./agent.toml, then /etc/bridge-agent/agent.toml)",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
-        help="the least severe log lines written (default: info, or [agent] log_level for run)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--log-format", default="auto", choices=["auto", "json", "console"],
-        help="json lines (journald) or console; auto picks console on a terminal",
-    )  # fmt: skip
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_global_options(parser, _GLOBAL_DEFAULTS)
+    # The same options after the command (`bridge-agent validate --config FILE`, as `vector
+    # validate --config` reads). Without a default there, an option not given after the command
+    # leaves the value from before it, and one given after it wins.
+    after = argparse.ArgumentParser(add_help=False)
+    _add_global_options(after, dict.fromkeys(_GLOBAL_DEFAULTS, argparse.SUPPRESS))
+    sub = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), after)
 
     run = sub.add_parser("run", help="run the agent until stopped")
     run.set_defaults(handler=cmd_run)
@@ -133,7 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     events.set_defaults(handler=cmd_log)
 
     outbox = sub.add_parser("outbox", help="inspect and retry the outbox")
-    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    outbox_sub = _Commands(
+        outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True), after
+    )
     listing = outbox_sub.add_parser("list", help="list outbox rows (default: rejected ones)")
     listing.add_argument("--state", choices=["rejected", "pending", "all"], default="rejected")
     listing.add_argument("--limit", type=int, default=100)

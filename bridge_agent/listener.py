@@ -228,6 +228,10 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._phase = "head"
         self._body: StreamReader | None = None
+        # The last request's body, kept after its handler ends: aiohttp goes on reading an
+        # unread body after the response ("lingering", up to 10 s), and nothing wakes that read
+        # when the connection is lost, so its task would outlive the connection and the agent.
+        self._unread: StreamReader | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
         self.gone = False  # closed by us or lost
@@ -284,6 +288,9 @@ class _Connection(asyncio.Protocol):
         self._body = None
         if self._inner is not None:
             self._inner.connection_lost(exc)
+        unread, self._unread = self._unread, None
+        if unread is not None and not unread.is_eof() and unread.exception() is None:
+            unread.feed_eof()  # ends the lingering read: nothing more will come
 
     # -- the request's phases, told by the middleware --------------------------------------
 
@@ -291,7 +298,7 @@ class _Connection(asyncio.Protocol):
         if self.gone:
             return
         self._phase = "busy"
-        self._body = body
+        self._body = self._unread = body
         if body.is_eof():
             self._disarm()
         else:

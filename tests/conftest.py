@@ -1,4 +1,5 @@
-"""Shared fixtures: a real reference hub on loopback, with programmable faults in front of it."""
+"""Shared fixtures: a real reference hub on loopback, with programmable faults in front of it,
+and a guard that fails a test which leaves asyncio tasks running after it ends."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge_agent.hub import make_app
+from bridge_agent.hublink import HubClient
 from bridge_agent.metrics import Metrics
-from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
+from bridge_agent.shipper import Shipper, ShipperSettings
 from bridge_agent.store import StateStore
 from bridge_agent.sync.retry import Backoff
 
@@ -33,6 +35,30 @@ catalog_dir = "catalog"
 spool_dir = "spool"
 """
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running once it and its fixtures have ended.
+
+    Autouse, so it is set up before and torn down after every fixture the test uses: a task
+    still pending then was started by the test and never awaited or cancelled, and would have
+    run on, against a state the next test does not expect (pytest-asyncio would only cancel it
+    silently when it closes the loop). A task cancelled but not yet awaited gets a few turns of
+    the loop to finish. The leaked tasks are cancelled, so only this test fails.
+    """
+    yield
+    for _ in range(5):
+        await asyncio.sleep(0)
+    me = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if not leaked:
+        return
+    names = sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in leaked)
+    for task in leaked:
+        task.cancel()
+    await asyncio.gather(*leaked, return_exceptions=True)
+    pytest.fail(f"{len(leaked)} asyncio task(s) left running by the test: {'; '.join(names)}")
 
 
 def free_port() -> int:

@@ -23,6 +23,7 @@ from bridge_agent.model import Product
 from bridge_agent.platforms.base import CatalogPage
 from bridge_agent.store import StateStore
 from bridge_agent.testing.catalog import make_product, spool_event, write_product, write_spool
+from bridge_agent.testing.waiting import until
 from tests.conftest import Hub, make_config, status
 
 
@@ -51,15 +52,6 @@ async def start(config: Any) -> Running:
     if task.done():
         task.result()  # raises what stopped the agent
     return Running(agent, task)
-
-
-async def until(predicate: Any, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def feed(root: Path, *ids: int) -> None:

@@ -7,15 +7,18 @@ import dataclasses
 import json
 import os
 from importlib.metadata import EntryPoint, EntryPoints
+from importlib.metadata import entry_points as installed_entry_points
 from pathlib import Path
 
 import pytest
 
-from bridge_agent import config as config_module
 from bridge_agent.config import (
     Config,
+    FrozenMap,
     HealthSettings,
     Listen,
+    OptionSpec,
+    PlatformSpec,
     Secret,
     StoreSettings,
     WebhookSettings,
@@ -23,6 +26,7 @@ from bridge_agent.config import (
     load_config,
     parse_duration,
     redact,
+    specs,
 )
 from bridge_agent.errors import ConfigError
 
@@ -53,6 +57,48 @@ consumer_secret = "{CONSUMER_SECRET}"
 MINIMAL = AGENT + HUB + STORE
 
 
+class Outlet:
+    """A plugin adapter that declares its settings, as the built-in ones do."""
+
+    settings_spec = PlatformSpec(
+        secrets=("access_token",),
+        options=FrozenMap(
+            {
+                "api_version": OptionSpec(
+                    "string", "2026-07", pattern=r"\d{4}-\d{2}|unstable", hint="like '2026-07'"
+                ),
+            }
+        ),
+    )
+
+
+class Acme:
+    """A plugin adapter that declares no settings: its keys pass on unvalidated."""
+
+
+class Confused:
+    """A plugin adapter whose `settings_spec` is not a spec."""
+
+    settings_spec = ("token",)  # a declaration of another kind
+
+
+@pytest.fixture
+def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install the plugin adapters above (and a broken one) beside the real ones."""
+    fakes = {
+        "outlet": f"{__name__}:Outlet",
+        "acme": f"{__name__}:Acme",
+        "confused": f"{__name__}:Confused",
+        "broken": "bridge_agent_no_such_plugin:Adapter",
+    }
+
+    def entry_points(*, group: str) -> EntryPoints:
+        real = installed_entry_points(group=group)
+        return EntryPoints([*real, *(EntryPoint(n, v, group) for n, v in fakes.items())])
+
+    monkeypatch.setattr(specs, "entry_points", entry_points)
+
+
 def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -78,6 +124,7 @@ def only_problem(tmp_path: Path, text: str, env: dict[str, str] | None = None) -
 # --- the happy paths -----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("plugins")
 def test_full_config_round_trip(tmp_path: Path) -> None:
     text = """
     [agent]
@@ -123,7 +170,7 @@ def test_full_config_round_trip(tmp_path: Path) -> None:
 
     [[stores]]
     id = "outlet"
-    platform = "shopify"
+    platform = "outlet"
     url = "https://outlet.example.com"
     access_token = "${SHOPIFY_TOKEN:-shpat_default}"
     active = false
@@ -480,15 +527,86 @@ def test_unknown_platform_with_suggestion(tmp_path: Path) -> None:
     # Only the platform is reported: its keys cannot be judged without knowing it.
     assert only_problem(tmp_path, text) == (
         "[[stores]] #1 (id 'main') platform: unknown platform 'woocomerce' "
-        "(known: jsondir, magento2, prestashop, shopify, woocommerce) (did you mean 'woocommerce'?)"
+        "(installed: jsondir, woocommerce) (did you mean 'woocommerce'?)"
     )
 
 
-def test_platform_from_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_entry_points(*, group: str) -> EntryPoints:
-        return EntryPoints([EntryPoint("acme", "acme_bridge:Adapter", group)])
+@pytest.mark.usefixtures("plugins")
+@pytest.mark.parametrize("platform", ["shopify", "magento2", "prestashop", "outlets"])
+def test_unknown_platform_names_the_installed_ones(tmp_path: Path, platform: str) -> None:
+    # Platforms with no adapter installed are unknown: config knows no platform by name.
+    text = STORE.replace('"woocommerce"', f'"{platform}"') + 'access_token = "x"\n'
+    message = only_problem(tmp_path, AGENT + HUB + text)
+    assert message.startswith(
+        f"[[stores]] #1 (id 'main') platform: unknown platform '{platform}' "
+        "(installed: acme, broken, confused, jsondir, outlet, woocommerce)"
+    )
+    assert message.endswith("(did you mean 'outlet'?)") == (platform == "outlets")
 
-    monkeypatch.setattr(config_module, "entry_points", fake_entry_points)
+
+@pytest.mark.usefixtures("plugins")
+def test_a_plugin_adapters_own_spec_validates_its_keys(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "s-access-token").write_text("shpat-LEAKCHECK\n")
+    store = '[[stores]]\nid = "s"\nplatform = "outlet"\nurl = "https://s.example.com"\n'
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    loaded = load(tmp_path, AGENT + HUB + store, env=env).store("s")
+    # The spec's secret is found by its implicit credential name, its option takes its default.
+    assert loaded.secrets["access_token"].reveal() == "shpat-LEAKCHECK"
+    assert dict(loaded.options) == {"api_version": "2026-07"}
+
+    wrong = store + 'api_versoin = "2026-01"\nregion = "eu"\n'
+    assert problems(tmp_path, AGENT + HUB + wrong) == [
+        "[[stores]] #1 (id 's') missing required key 'access_token'"
+        " (give access_token, or access_token_file,"
+        " or a credential 's-access-token' in $CREDENTIALS_DIRECTORY)",
+        "[[stores]] #1 (id 's') unknown key 'api_versoin' (did you mean 'api_version'?)",
+        "[[stores]] #1 (id 's') unknown key 'region'",
+    ]
+
+
+@pytest.mark.usefixtures("plugins")
+def test_a_plugin_that_cannot_be_loaded_or_declares_no_spec_is_a_problem(tmp_path: Path) -> None:
+    text = AGENT + HUB
+    for number, name in enumerate(("broken", "confused"), start=1):
+        text += f'[[stores]]\nid = "{name}"\nplatform = "{name}"\nurl = "https://x.example"\n'
+        text += f'token = "tok-LEAKCHECK-{number}"\n'
+    found = problems(tmp_path, text)
+    assert found == [
+        "[[stores]] #1 (id 'broken') platform: the adapter of 'broken' cannot be loaded"
+        " (ModuleNotFoundError: No module named 'bridge_agent_no_such_plugin')",
+        "[[stores]] #2 (id 'confused') platform: the adapter of 'confused' cannot be loaded"
+        " (TypeError: settings_spec is a tuple, not a config.PlatformSpec)",
+    ]
+
+
+def test_the_loader_and_the_adapter_judge_woocommerce_keys_by_one_spec(tmp_path: Path) -> None:
+    from bridge_agent.platforms.woocommerce import WooCommerce  # noqa: PLC0415 - the adapter
+    from bridge_agent.platforms.woocommerce.settings import SETTINGS, WooSettings  # noqa: PLC0415
+
+    assert WooCommerce.settings_spec is SETTINGS
+    wrong = {"per_page": 250, "api_prefix": "wp-json", "seo_plugin": "yoastish"}
+    text = MINIMAL + "".join(f"{k} = {json.dumps(v)}\n" for k, v in wrong.items())
+    from_file = [p.removeprefix("[[stores]] #1 (id 'main') ") for p in problems(tmp_path, text)]
+    settings = load(tmp_path, MINIMAL).store("main")
+    hand_built = dataclasses.replace(settings, options={**settings.options, **wrong})
+    with pytest.raises(ConfigError) as caught:
+        WooSettings.from_store(hand_built)
+    by_adapter = [p.removeprefix("[[stores]] 'main': woocommerce ") for p in caught.value.problems]
+    assert (
+        sorted(from_file)
+        == sorted(by_adapter)
+        == [
+            "api_prefix: 'wp-json' is not valid (a path starting with /)",
+            "per_page: must be from 1 to 100, got 250",
+            "seo_plugin: 'yoastish' is not valid (yoast, rankmath, aioseo or seopress)",
+        ]
+    )
+
+
+@pytest.mark.usefixtures("plugins")
+def test_platform_from_entry_point(tmp_path: Path) -> None:
     (tmp_path / "acme-key").write_text("akey-LEAKCHECK\n")
     text = (
         AGENT
@@ -552,11 +670,12 @@ def test_jsondir_requires_catalog_dir(tmp_path: Path) -> None:
     assert message == "[[stores]] #1 (id 'demo') missing required key 'catalog_dir'"
 
 
+@pytest.mark.usefixtures("plugins")
 def test_option_pattern_is_checked(tmp_path: Path) -> None:
     text = (
         AGENT
         + HUB
-        + '[[stores]]\nid = "s"\nplatform = "shopify"\nurl = "https://s.example.com"\n'
+        + '[[stores]]\nid = "s"\nplatform = "outlet"\nurl = "https://s.example.com"\n'
         + 'access_token = "shpat_x"\napi_version = "July"\n'
     )
     assert only_problem(tmp_path, text) == (

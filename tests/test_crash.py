@@ -37,6 +37,7 @@ from bridge_agent.testing.catalog import (
     write_product,
     write_spool,
 )
+from bridge_agent.testing.waiting import until
 from tests.conftest import JSONDIR_STORE, TOKEN, Hub, free_port
 
 TRIALS = 12
@@ -132,18 +133,20 @@ async def feed(store: Store, seconds: float) -> None:
 
 
 async def wait_until_settled(health_port: int, store: Store, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health_port}", timeout=2) as c:
-        while time.monotonic() < deadline:
-            incoming = list((store.spool / "incoming").glob("*.json"))
+
+        async def settled() -> bool:
+            if any((store.spool / "incoming").glob("*.json")):
+                return False
             try:
                 status = (await c.get("/status")).json()
             except httpx.HTTPError:
-                status = None
-            if status and not incoming and status["outbox"]["pending"] == 0:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"agent did not settle within {limit}s: {len(incoming)} spool files left")
+                return False
+            return bool(status) and status["outbox"]["pending"] == 0
+
+        await until(
+            settled, limit, what="the agent to settle (spool consumed, outbox empty)", every=0.1
+        )
 
 
 @pytest.mark.slow

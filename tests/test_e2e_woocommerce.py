@@ -41,7 +41,9 @@ from bridge_agent.sources.importer import Importer
 from bridge_agent.sources.poller import STREAM, Poller
 from bridge_agent.sources.reconcile import Reconciler
 from bridge_agent.store import StateStore
+from bridge_agent.stores import StoreChecker
 from bridge_agent.testing.conformance import ConformanceSubject, PlatformConformance
+from bridge_agent.testing.waiting import until
 from tests.conftest import TOKEN, Hub, free_port, make_config
 
 WEBHOOK_SECRET = "whsec-e2e-5d1e"
@@ -150,15 +152,6 @@ class TestWooCommerceConformance(PlatformConformance):
 # -- import under faults ---------------------------------------------------------------------
 
 
-async def wait_for(predicate: Callable[[], Any], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {limit:.0f}s")
-
-
 async def test_import_under_faults_matches_the_store(
     tmp_path: Path, hub: Hub, woo: Sim, adapter: WooCommerce
 ) -> None:
@@ -179,7 +172,7 @@ async def test_import_under_faults_matches_the_store(
                     run is not None and run.state == "done" and (await state.stats()).pending == 0
                 )
 
-        await wait_for(imported, 120, "the import")
+        await until(imported, 120, what="the import", every=0.1)
     finally:
         agent.stop()
         await asyncio.wait_for(task, 30)
@@ -214,7 +207,9 @@ async def test_store_webhooks_reach_the_hub(tmp_path: Path, hub: Hub, woo: Sim) 
     task = asyncio.create_task(agent.run(ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), 30)
-        await wait_for(_true_when(lambda: agent.webhook_port), 10, "the webhook listener")
+        await until(
+            _true_when(lambda: agent.webhook_port), 10, what="the webhook listener", every=0.1
+        )
         delivery = f"http://127.0.0.1:{agent.webhook_port}/webhooks/woocommerce/main"
         async with httpx.AsyncClient(timeout=30) as http:
             platform = WooCommerce.from_settings(woo.settings(), http)
@@ -224,7 +219,7 @@ async def test_store_webhooks_reach_the_hub(tmp_path: Path, hub: Hub, woo: Sim) 
         async def imported() -> bool:
             return len(await hub.products("main")) >= 200
 
-        await wait_for(imported, 60, "the import")
+        await until(imported, 60, what="the import", every=0.1)
         product_id = str((await woo.truth())[0]["product"]["id"])
         await woo.http.patch(f"/__sim/products/{product_id}", json={"name": "From a webhook"})
         await woo.http.post("/__sim/webhooks/drain")
@@ -233,7 +228,7 @@ async def test_store_webhooks_reach_the_hub(tmp_path: Path, hub: Hub, woo: Sim) 
             got = (await hub.products("main")).get(product_id)
             return got is not None and got["data"]["title"] == "From a webhook"
 
-        await wait_for(arrived, 30, "the webhook's change")
+        await until(arrived, 30, what="the webhook's change", every=0.1)
         assert agent.metrics.value("bridge_webhooks_total", store="main", outcome="accepted") >= 1
         assert agent.metrics.value("bridge_webhooks_total", store="main", outcome="ping") >= 1
         async with httpx.AsyncClient(timeout=10) as http:
@@ -343,7 +338,7 @@ concurrency = 4
         async def partly() -> bool:
             return await progress() >= 600
 
-        await wait_for(partly, 60, "a partial import")
+        await until(partly, 60, what="a partial import", every=0.1)
         agent.send_signal(signal.SIGKILL)
         await asyncio.to_thread(agent.wait, 10)
         done_before = await progress()
@@ -360,7 +355,7 @@ concurrency = 4
 
             # The repair run queued with the first import (a new state) follows it and lists
             # the ids once (`_fields=id`, 100 a page): wait for it, so that the count is exact.
-            await wait_for(finished, 120, "the resumed import and its repair")
+            await until(finished, 120, what="the resumed import and its repair", every=0.1)
         finally:
             agent.send_signal(signal.SIGTERM)
             await asyncio.to_thread(agent.wait, 30)
@@ -379,30 +374,28 @@ concurrency = 4
 
 
 async def test_agent_registers_its_webhooks_and_revives_disabled_ones(
-    tmp_path: Path, woo: Sim, adapter: WooCommerce, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, woo: Sim, adapter: WooCommerce
 ) -> None:
-    from bridge_agent import agent as agent_module  # noqa: PLC0415 - to shorten its beat
-
-    monkeypatch.setattr(agent_module, "STORE_CHECK_INTERVAL", 0.2)
     delivery = "http://127.0.0.1:9/webhooks/woocommerce/main"  # never answers: deliveries fail
     async with StateStore.open(tmp_path / "state") as state:
         health = Health("store:main")
-        task = asyncio.create_task(
-            agent_module._check_store(adapter, health, state, "main", delivery)
-        )
+        checker = StoreChecker(adapter, health, state, "main", delivery)
+        task = asyncio.create_task(checker.run())
+        checker.nudge()  # the schedule's first beat (stores.py: at start, then every 5 min)
         try:
 
             async def registered() -> bool:
                 return sum("created" in e.message for e in await state.events()) >= 3
 
-            await wait_for(registered, 20, "webhook registration")
+            await until(registered, 20, what="webhook registration", every=0.1)
             hooks = [h for h in woo.sim.webhooks.webhooks.values() if h.delivery_url == delivery]
             hooks[0].status = "disabled"  # WooCommerce gave up after failed deliveries
+            checker.nudge()  # the next beat
 
             async def revived() -> bool:
                 return any("activated" in e.message for e in await state.events())
 
-            await wait_for(revived, 20, "re-activation")
+            await until(revived, 20, what="re-activation", every=0.1)
             assert hooks[0].status == "active"
             assert not health.failing
         finally:
@@ -421,7 +414,9 @@ async def test_a_product_the_store_cannot_serve_is_reported_not_fatal(
 
     async def corrupt(product_id: Any) -> Any:  # one product whose endpoint fails for good
         if product_id == broken:
-            raise PlatformUnavailable("WooCommerce answered 500 for /products/N/variations")
+            raise PlatformUnavailable(
+                "WooCommerce answered 500 for /products/N/variations", status=500
+            )
         return await real(product_id)
 
     adapter._variations = corrupt  # type: ignore[method-assign]

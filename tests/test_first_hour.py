@@ -50,8 +50,8 @@ from bridge_agent.simulators.woocommerce import WooSimulator, make_app, serve
 from bridge_agent.sources import StoreContext, importer
 from bridge_agent.store import Settlement, StateStore
 from bridge_agent.testing.catalog import make_product, write_product
+from bridge_agent.testing.waiting import until
 from tests.conftest import TOKEN, Hub, free_port
-from tests.test_e2e_woocommerce import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "agent.toml"
@@ -206,8 +206,8 @@ async def test_shipped_agent_toml_follows_store_changes_through_webhooks(
             async def imported() -> bool:
                 return len(await hub.products("main")) == 30
 
-            await wait_for(registered, 30, "the agent's webhooks in the store")
-            await wait_for(imported, 30, "the import")
+            await until(registered, 30, what="the agent's webhooks in the store", every=0.1)
+            await until(imported, 30, what="the import", every=0.1)
 
             truth = sim.truth()
             by_control, by_rest = (str(d["product"]["id"]) for d in truth[:2])
@@ -225,7 +225,7 @@ async def test_shipped_agent_toml_follows_store_changes_through_webhooks(
                 titles = {pid: products[pid]["data"]["title"] for pid in (by_control, by_rest)}
                 return titles == {by_control: "Changed by hand", by_rest: "Changed through REST"}
 
-            await wait_for(arrived, 15, "the changes at the hub")
+            await until(arrived, 15, what="the changes at the hub", every=0.1)
             assert time.monotonic() - started < 15  # seconds, with the next poll an hour away
             async with httpx.AsyncClient(timeout=10) as http:
                 metrics = (await http.get(f"http://127.0.0.1:{health}/metrics")).text

@@ -29,11 +29,11 @@ from bridge_agent import wire
 from bridge_agent.config import load_config
 from bridge_agent.errors import BadWebhook, BridgeError, ConfigError, HubError, WireError
 from bridge_agent.health import Health
+from bridge_agent.hublink import HubClient
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms.base import WebhookDelivery
 from bridge_agent.platforms.jsondir import JsonDir
 from bridge_agent.platforms.woocommerce import webhooks as woo_webhooks
-from bridge_agent.shipper import HubClient
 from bridge_agent.sources import StoreContext
 from bridge_agent.sources.spool import SpoolEvent, SpoolFileError, SpoolWatcher, parse_spool
 from bridge_agent.store import StateStore

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -40,6 +39,7 @@ from bridge_agent.errors import ConfigError
 from bridge_agent.listener import ListenerLimits, listening
 from bridge_agent.metrics import Metrics
 from bridge_agent.testing.catalog import make_product, write_product
+from bridge_agent.testing.waiting import until
 from tests.conftest import Hub, make_config
 
 CLOSED = "bridge_listener_connections_closed_total"
@@ -71,11 +71,7 @@ async def running(tmp_path: Path, hub: Hub, **limits: Any) -> AsyncIterator[Agen
     task = asyncio.create_task(agent.run(ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        for _ in range(500):
-            if agent.webhook_port:
-                break
-            await asyncio.sleep(0.01)
-        assert agent.webhook_port, "the webhook listener never bound"
+        await until(lambda: agent.webhook_port, 5, what="the webhook listener to bind")
         yield agent
     finally:
         agent.stop()
@@ -162,15 +158,6 @@ def ordinary_request(listener: str) -> bytes:
     return signed_post(b'{"ping": true}') if listener == "webhooks" else get("/healthz")
 
 
-async def until(predicate: Any, limit: float = BOUND) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 # -- (a) to (d): each fails on the code before listener.py --------------------------------------
 
 
@@ -186,12 +173,12 @@ async def test_a_half_sent_body_is_cut_off(tmp_path: Path, hub: Hub, listener: s
         if listener == "webhooks":
             # The receiver waits in `request.read()`: the body deadline cuts it off, unanswered.
             assert sent == b""
-            await until(lambda: closed(agent, "webhooks", "body_timeout") == 1)
+            await until(lambda: closed(agent, "webhooks", "body_timeout") == 1, BOUND)
         else:
             # The health routes read no body: 405 at once, and the unread rest no longer holds
             # the connection (aiohttp alone would linger on it).
             assert sent.startswith(b"HTTP/1.1 405 ")
-            await until(lambda: closed(agent, "health", "idle_timeout") == 1)
+            await until(lambda: closed(agent, "health", "idle_timeout") == 1, BOUND)
 
 
 @pytest.mark.parametrize("listener", LISTENERS)
@@ -214,7 +201,7 @@ async def test_b_a_trickled_head_is_cut_off(tmp_path: Path, hub: Hub, listener: 
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-        await until(lambda: closed(agent, listener, "header_timeout") == 1)
+        await until(lambda: closed(agent, listener, "header_timeout") == 1, BOUND)
 
 
 @pytest.mark.parametrize("listener", LISTENERS)
@@ -229,7 +216,7 @@ async def test_c_an_idle_kept_alive_connection_is_closed(
         assert status == 200
         assert headers.get("connection", "keep-alive").lower() != "close"  # kept alive
         assert await conn.closed_within() == b""
-        await until(lambda: closed(agent, listener, "idle_timeout") == 1)
+        await until(lambda: closed(agent, listener, "idle_timeout") == 1, BOUND)
 
 
 @pytest.mark.parametrize("listener", LISTENERS)
@@ -260,11 +247,10 @@ async def test_d_one_connection_over_the_cap_is_refused_until_one_frees(
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return 0
 
-        for _ in range(250):  # the server may not have seen the close yet
-            if (status := await served()) == 200:
-                break
-            await asyncio.sleep(0.02)
-        assert status == 200
+        async def answered() -> bool:  # the server may not have seen the close yet
+            return await served() == 200
+
+        await until(answered, 5, what="a new connection to be served")
         for conn in held:  # the connections held all along still work
             assert (await conn.exchange(ordinary_request(listener)))[0] == 200
 
@@ -345,7 +331,9 @@ async def test_a_client_that_stops_reading_the_answer_is_cut_off() -> None:
         conn = Conn(reader, writer)
         try:
             await conn.send(get("/big"))  # and read nothing: the 16 MB answer stalls
-            await until(lambda: metrics.value(CLOSED, listener="test", reason="send_timeout") == 1)
+            await until(
+                lambda: metrics.value(CLOSED, listener="test", reason="send_timeout") == 1, BOUND
+            )
             received = await conn.closed_within()  # what was in flight, then the end
             assert len(received) < 16 * 1024 * 1024
         finally:

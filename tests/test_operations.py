@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -23,6 +22,7 @@ from bridge_agent.agent import Agent
 from bridge_agent.config import load_config
 from bridge_agent.systemd import Notifier
 from bridge_agent.testing.catalog import make_product, spool_event, write_product, write_spool
+from bridge_agent.testing.waiting import until
 from tests.conftest import JSONDIR_STORE, TOKEN, Hub, free_port, make_config
 
 
@@ -78,15 +78,6 @@ def systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
     yield fake
     fake.stop()
     short.unlink(missing_ok=True)
-
-
-async def until(predicate: Any, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def notifier(systemd: FakeSystemd, watchdog_usec: int | None = None) -> Notifier:
@@ -216,7 +207,7 @@ async def test_reload_keeps_old_config_on_error_and_applies_a_valid_one(
 
         feeder = asyncio.create_task(feed())
         try:
-            await asyncio.sleep(0.3)
+            await until(lambda: hub.products("main"), what="shipping under way", every=0.05)
             with capture_logs() as logs:
                 _write_config(path, hub.url, batch_items=7, broken=True)
                 agent.reload()
@@ -230,7 +221,12 @@ async def test_reload_keeps_old_config_on_error_and_applies_a_valid_one(
             _write_config(path, hub.url, batch_items=7)
             await until(lambda: agent.reloads >= 1)
             assert agent.shipper.settings.batch_max_items == 7
-            await asyncio.sleep(0.3)
+            shipped = len(await hub.products("main"))
+
+            async def shipping_goes_on() -> bool:
+                return len(await hub.products("main")) > shipped
+
+            await until(shipping_goes_on, what="shipping after the reload", every=0.05)
         finally:
             stop_feeding.set()
             await feeder
@@ -247,15 +243,10 @@ async def test_reloads_and_runs_close_the_http_clients_they_no_longer_need(
     async with reloadable_agent(path, hub.url) as agent:
         state = agent._state
 
-        async def runs_open() -> bool:
-            return bool(await state.open_runs())
+        async def imported() -> bool:  # the first import, on a client of its own
+            return not await state.open_runs()
 
-        for _ in range(200):  # the first import, on a client of its own
-            if not await runs_open():
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the first import did not finish")
+        await until(imported, what="the first import to finish", every=0.05)
         steady = list(agent._http_clients)
         assert len(steady) == 2  # the hub's and the store's; the import run's is closed
         store_client = agent._stores["main"].http
@@ -275,7 +266,7 @@ async def test_reloads_and_runs_close_the_http_clients_they_no_longer_need(
     assert all(c.is_closed for c in steady if c is not store_client)
 
 
-def test_logs_never_contain_a_configured_secret(tmp_path: Path, hub_process: str) -> None:
+async def test_logs_never_contain_a_configured_secret(tmp_path: Path, hub_process: str) -> None:
     secrets = {
         "token": "tok-SECRET-7f3a9b2c",
         "webhook_secret": "whsec-SECRET-11aa22bb",
@@ -303,20 +294,37 @@ listen = "127.0.0.1:{port}"
     write_product(tmp_path / "catalog", make_product(1))
     write_spool(tmp_path / "spool", spool_event("product.updated", "1"))
     env = {**os.environ, "HUB_TOKEN": secrets["token"], "CREDENTIALS_DIRECTORY": str(creds)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge_agent", "--config", str(config), "--log-format", "json",
-         "--log-level", "debug", "run"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge_agent", "--config", str(config), "--log-format", "json",
+        "--log-level", "debug", "run",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
+    lines: list[str] = []
+
+    async def collect(stream: asyncio.StreamReader | None) -> None:
+        assert stream is not None
+        async for line in stream:
+            lines.append(line.decode())  # noqa: PERF401 - read as they come, not at the end
+
+    def logged(*events: str) -> bool:
+        return any(event in line for line in lines for event in events)
+
+    readers = [asyncio.create_task(collect(proc.stdout)), asyncio.create_task(collect(proc.stderr))]
     try:
-        time.sleep(2.0)  # the hub refuses the token: auth failure path, logged
+        # The hub refuses the token: the auth failure path runs, and is logged. The agent is
+        # running then, its SIGHUP handler in place.
+        await until(
+            lambda: logged("hub_auth_failed", "component_failing"), 30, what="the auth failure"
+        )
         config.write_text(config.read_text() + f'\n[oops]\nkey = "{secrets["token"]}"\n')
         proc.send_signal(signal.SIGHUP)  # reload with a broken file that quotes the secret
-        time.sleep(1.0)
+        await until(lambda: logged("config_reload_rejected"), 30, what="the rejected reload")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    text = out + err
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        await asyncio.gather(*readers)
+    text = "".join(lines)
     assert "hub_auth_failed" in text or "component_failing" in text, text[-2000:]
     assert "config_reload_rejected" in text
     for name, value in secrets.items():

@@ -35,8 +35,8 @@ from bridge_agent.sources import StoreContext
 from bridge_agent.sources.refetch import BATCH, Refetcher
 from bridge_agent.store import StateStore
 from bridge_agent.testing.catalog import make_product, write_product
+from bridge_agent.testing.waiting import until
 from tests.conftest import Hub, make_config
-from tests.test_agent import until
 
 SECRET = "whsec-protocol-v2"
 

@@ -29,10 +29,11 @@ from bridge_agent.agent import Agent
 from bridge_agent.config import StoreSettings, load_config
 from bridge_agent.errors import HubAuthFailed, HubRejected, HubUnavailable, WireError
 from bridge_agent.health import Health
+from bridge_agent.hublink import HubClient
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Product
 from bridge_agent.platforms.jsondir import JsonDir
-from bridge_agent.shipper import HubClient, Shipper, ShipperSettings
+from bridge_agent.shipper import Shipper, ShipperSettings
 from bridge_agent.sources import StoreContext
 from bridge_agent.sources import importer as importer_module
 from bridge_agent.sources import repair as repair_module
@@ -47,6 +48,7 @@ from bridge_agent.testing.catalog import (
     write_product,
     write_spool,
 )
+from bridge_agent.testing.waiting import until
 from tests.conftest import JSONDIR_STORE, TOKEN, Hub, free_port, make_config
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -64,15 +66,6 @@ def fill(catalog: Path, ids: Iterable[int]) -> None:
 
 def hashed(i: int, revision: int = 0) -> str:
     return content_hash(product(i, revision).to_dict())
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 @contextlib.asynccontextmanager
@@ -200,7 +193,7 @@ async def test_lost_state_deletes_at_the_hub_what_the_store_force_deleted(
         async def shipped() -> bool:
             return len(await hub_state(hub)) == 12
 
-        await until(shipped)
+        await until(shipped, 15)
     before = await hub_state(hub)
 
     # While the agent is down its state directory is lost, and the merchant force-deletes three
@@ -217,7 +210,7 @@ async def test_lost_state_deletes_at_the_hub_what_the_store_force_deleted(
                 deleted for i, (_, deleted) in (await hub_state(hub)).items() if i in gone
             )
 
-        await until(repaired)
+        await until(repaired, 15)
     after = await hub_state(hub)
     assert {i for i, (_, deleted) in after.items() if deleted} == gone
     assert {i: after[i] for i in before if i not in gone} == {
@@ -247,14 +240,14 @@ async def test_lost_state_never_reuses_a_seq_the_hub_remembers_for_another_delet
         async def shipped() -> bool:
             return len(await hub_state(hub)) == 4
 
-        await until(shipped)
+        await until(shipped, 15)
         delete_product(catalog, "4")  # seq 5: a deletion, which the hub remembers
         write_spool(tmp_path / "spool", [spool_event("product.deleted", "4")])
 
         async def deleted() -> bool:
             return (await hub_state(hub))["4"][1]
 
-        await until(deleted)
+        await until(deleted, 15)
 
     shutil.rmtree(tmp_path / "state")
     for product_id in ("2", "3"):
@@ -270,7 +263,7 @@ async def test_lost_state_never_reuses_a_seq_the_hub_remembers_for_another_delet
                 and now.get("3", (None, False))[1]
             )
 
-        await until(repaired)
+        await until(repaired, 15)
     after = await hub_state(hub)
     assert {i for i, (_, deleted) in after.items() if not deleted} == {"1", "5", "6", "7"}
 
@@ -330,7 +323,7 @@ async def test_sync_repair_refills_a_hub_that_lost_its_data(
         async def settled() -> bool:
             return len(await hub_state(hub)) == 10 and await repair_done(state_dir) is not None
 
-        await until(settled)
+        await until(settled, 15)
         first = await repair_done(state_dir)
 
         # The hub is restored from an empty backup: it knows nothing any more.
@@ -352,7 +345,7 @@ async def test_sync_repair_refills_a_hub_that_lost_its_data(
                 and await hub_state(hub) == {str(i): (hashed(i), False) for i in range(1, 11)}
             )
 
-        await until(refilled)
+        await until(refilled, 15)
     run = await repair_done(state_dir)
     assert run is not None and run.report is not None
     assert run.report["hub_seen"] == 0 and run.report["missing_at_hub"] == 10
@@ -446,7 +439,7 @@ async def test_a_repair_resumes_after_its_checkpoint(
             run = await kit.state.last_run("main", "repair")
             return run is not None and run.state == "done"
 
-        await until(finished)
+        await until(finished, 15)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -29,6 +29,7 @@ from woocommerce import API
 from woocommerce.oauth import OAuth
 
 from bridge_agent.simulators.woocommerce import Faults, WooSimulator, run_cli, serve
+from bridge_agent.testing.waiting import until
 
 API_PATH = "/wp-json/wc/v3"
 
@@ -820,11 +821,14 @@ def test_same_seed_same_store_and_a_realistic_mix() -> None:
 async def test_run_cli_prints_how_to_connect(capsys: pytest.CaptureFixture[str]) -> None:
     task = asyncio.create_task(run_cli(products=12, port=0, latency_ms=0, fail_rate=0, seed=4))
     try:
-        for _ in range(100):
-            out = capsys.readouterr().out
-            if "consumer secret" in out:
-                break
-            await asyncio.sleep(0.02)
+        printed: list[str] = []
+
+        def connection_printed() -> bool:
+            printed.append(capsys.readouterr().out)
+            return "consumer secret" in "".join(printed)
+
+        await until(connection_printed, 5, what="the simulator's connection details")
+        out = "".join(printed)
         assert "/wp-json/wc/v3" in out
         key = WooSimulator(seed=4).consumer_key
         assert key in out

@@ -37,6 +37,7 @@ from bridge_agent.sources.poller import STREAM, Poller
 from bridge_agent.sources.reconcile import Reconciler
 from bridge_agent.store import StateStore
 from bridge_agent.testing.catalog import delete_product, make_product, write_product
+from bridge_agent.testing.waiting import until
 from tests.conftest import Hub, make_config
 
 SECRET = "whsec-test-8c1f"
@@ -160,13 +161,15 @@ async def test_a_run_that_keeps_failing_is_given_up_and_says_why(
     importer = Importer(
         ctx(state, down), store=settings, build_platform=lambda s: contextlib.nullcontext(down)
     )
+
+    async def failed() -> bool:
+        last = await state.last_run("main", "import")
+        return last is not None and last.state == "failed"
+
     task = asyncio.create_task(importer.run())
     try:
-        for _ in range(200):
-            last = await state.last_run("main", "import")
-            if last is not None and last.state == "failed":
-                break
-            await asyncio.sleep(0.01)
+        await until(failed, 5, what="the import to fail")
+        last = await state.last_run("main", "import")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -284,10 +287,7 @@ async def test_webhooks_good_bad_ping_replay_and_limits(tmp_path: Path, hub: Hub
     task = asyncio.create_task(agent.run(ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
-        for _ in range(100):
-            if agent.webhook_port:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: agent.webhook_port, 5, what="the webhook listener to bind")
         url = f"http://127.0.0.1:{agent.webhook_port}/webhooks/jsondir/main"
         write_product(tmp_path / "catalog", make_product(42))
         body = json.dumps({"topic": "product.updated", "id": 42}).encode()
@@ -322,11 +322,7 @@ async def test_webhooks_good_bad_ping_replay_and_limits(tmp_path: Path, hub: Hub
         async def arrived() -> bool:
             return "42" in await hub.products("main")
 
-        for _ in range(300):
-            if await arrived():
-                break
-            await asyncio.sleep(0.02)
-        assert await arrived()
+        await until(arrived, 6, what="the webhook's product at the hub")
         assert agent.metrics.value("bridge_webhooks_total", store="main", outcome="accepted") == 3
         assert (
             agent.metrics.value("bridge_webhooks_total", store="main", outcome="bad_signature") == 2

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from bridge_agent.sources import spool as spool_module
 from bridge_agent.sources.spool import SpoolFileError, SpoolWatcher, parse_spool
 from bridge_agent.store import StateStore
 from bridge_agent.testing.catalog import make_product, spool_event, write_product, write_spool
+from bridge_agent.testing.waiting import until
 
 
 class CountingStore:
@@ -195,13 +196,14 @@ async def test_run_watches_for_new_files(tmp_path: Path, catalog: Path, state: S
     w = watcher(tmp_path, store, state)
     task = asyncio.create_task(w.run())
     try:
-        await asyncio.sleep(0.3)  # watching
+        await asyncio.wait_for(w.watching.wait(), 10)
         write_product(catalog, make_product(5))
         write_spool(tmp_path / "spool", spool_event("product.created", "5"))
-        for _ in range(100):
-            if await state.due(10):
-                break
-            await asyncio.sleep(0.05)
+
+        async def hinted() -> bool:
+            return bool(await state.due(10))
+
+        await until(hinted, 5, what="the new spool file's product to become due")
         assert [d.id for d in await state.due(10)] == ["5"]
     finally:
         task.cancel()
@@ -325,10 +327,10 @@ async def test_the_watcher_survives_hostile_entries_and_stops_promptly(
     task = asyncio.create_task(spool.run())
     with released(incoming / "a-fifo.json"):
         try:
-            await until_true(lambda: not any(incoming.iterdir()))
+            await until(lambda: not any(incoming.iterdir()))
             write_product(catalog, make_product(9))
             write_spool(tmp_path / "spool", spool_event("product.created", "9"))
-            await until_true(lambda: (tmp_path / "spool" / "incoming").exists() and not any(
+            await until(lambda: (tmp_path / "spool" / "incoming").exists() and not any(
                 incoming.iterdir()) and "9" in store.fetches)  # fmt: skip
             assert not task.done()
             assert spool.health.state == "watching"
@@ -337,14 +339,6 @@ async def test_the_watcher_survives_hostile_entries_and_stops_promptly(
             async with asyncio.timeout(2):  # a thread stuck in open() would hold this
                 await asyncio.gather(task, return_exceptions=True)
     assert len(list((tmp_path / "spool" / "rejected").glob("*.why"))) == 3
-
-
-async def until_true(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_an_entry_that_cannot_be_set_aside_is_skipped_not_spun(

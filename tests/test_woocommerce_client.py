@@ -28,6 +28,9 @@ from bridge_agent.config import Secret, StoreSettings
 from bridge_agent.errors import (
     BadWebhook,
     ConfigError,
+    Outcome,
+    PagingLoop,
+    PlatformAmbiguous,
     PlatformAuthFailed,
     PlatformUnavailable,
     ProductNotFound,
@@ -894,3 +897,101 @@ async def test_a_hostile_but_small_reply_is_unusable_not_a_crash(kit: Kit) -> No
     with pytest.raises(PlatformUnavailable) as caught:
         await WooClient(kit.settings(), kit.http, attempts=1).get("/products/8")
     assert "nests deeper" in str(caught.value)
+
+
+# --- the shared HTTP layer and paging (issue 11) -------------------------------------------------
+
+
+def the_same_page(total_pages: str | None) -> Fault:
+    """A cache or plugin in front of the store that ignores `page` and `per_page`: always the
+    same full page of 100 products."""
+    headers = {} if total_pages is None else {"X-WP-Total": "999", "X-WP-TotalPages": total_pages}
+    return lambda: web.json_response([make_product(n) for n in range(1, 101)], headers=headers)
+
+
+@pytest.mark.parametrize("total_pages", [None, "100"])
+@pytest.mark.parametrize("walk", ["catalog", "product_ids", "modified_since"])
+async def test_a_store_serving_the_same_page_forever_stops_the_walk(
+    kit: Kit, walk: str, total_pages: str | None
+) -> None:
+    catalog_of(kit.fake, 40)
+    kit.fake.fail("/products", *[the_same_page(total_pages)] * 200)
+    adapter = kit.adapter(per_page=10, concurrency=1)
+    walks = {
+        "catalog": adapter.catalog,
+        "product_ids": adapter.product_ids,
+        "modified_since": lambda: adapter.modified_since(datetime(2024, 1, 1, tzinfo=UTC)),
+    }
+    with pytest.raises(PagingLoop) as caught:
+        async for _ in walks[walk]():
+            pass
+    assert "holds the same 100 ids as page 1" in str(caught.value)
+    assert "instead of looping" in str(caught.value)
+    assert len(kit.fake.requests("/products")) <= 4  # stopped at once, not after 200 laps
+
+
+async def test_a_refused_variations_listing_is_a_permanent_failure_of_that_product(
+    kit: Kit,
+) -> None:
+    catalog_of(kit.fake, 14)  # 7 and 14 are variable
+    kit.fake.fail("/products/7/variations", lambda: error(400, "rest_invalid_param", "bad"))
+    kit.fake.fail("/products/14/variations", *[lambda: web.Response(status=500)] * 4)
+    pages = await collect(kit.adapter().catalog())
+    failures = {f.product_id: f for page in pages for f in page.failures}
+    assert (failures["7"].status, failures["7"].permanent) == (400, True)
+    assert (failures["14"].status, failures["14"].permanent) == (500, False)
+    assert failures["7"].message.startswith("variations: WooCommerce refused GET ")
+    ids = [p.id for page in pages for p in page.products]
+    assert ids == [str(n) for n in range(1, 14) if n != 7]  # the rest of the page goes on
+
+
+async def test_batch_fetch_reports_a_refused_product_as_permanent(kit: Kit) -> None:
+    kit.fake.products = {1: make_product(1)}
+    kit.fake.fail("/products/9", lambda: error(400, "rest_invalid_param", "Invalid parameter"))
+    result = await kit.adapter().fetch_products(["1", "9"])
+    assert sorted(result.found) == ["1"]
+    failure = result.failed["9"]
+    assert (failure.status, failure.permanent) == (400, True)
+
+
+async def test_errors_carry_status_headers_and_outcome(kit: Kit) -> None:
+    kit.fake.fail(
+        "/products/5",
+        lambda: web.json_response(
+            {"code": "rest_invalid_param", "message": "no"},
+            status=422,
+            headers={"X-Request-Id": "r-1", "Set-Cookie": f"wp={SECRET}"},
+        ),
+    )
+    with pytest.raises(WooRequestRejected) as caught:
+        await kit.client().get("/products/5")
+    error = caught.value
+    assert (error.status, error.code, error.outcome) == (422, "rest_invalid_param", "permanent")
+    assert error.headers["x-request-id"] == "r-1"
+    assert "set-cookie" not in error.headers
+    no_leak(repr(dict(error.headers)))
+    kit.fake.fail("/products/6", error_response_404)
+    with pytest.raises(ProductNotFound) as missing:
+        await kit.client().get("/products/6")
+    assert (missing.value.status, missing.value.outcome) == (404, Outcome.NOT_FOUND)
+
+
+def error_response_404() -> web.Response:
+    return error(404, "woocommerce_rest_product_invalid_id", "Invalid ID.")
+
+
+async def test_a_webhook_creation_is_never_resent_after_a_5xx(kit: Kit) -> None:
+    kit.fake.fail("/webhooks", lambda: web.Response(status=502))
+    with pytest.raises(PlatformAmbiguous) as caught:
+        await kit.client().post("/webhooks", {"topic": "product.updated"})
+    assert [s.method for s in kit.fake.requests("/webhooks")] == ["POST"]
+    assert caught.value.status == 502
+    assert kit.sleeps == []
+    # Setting a webhook's status is idempotent: that PUT is retried.
+    kit.fake.webhooks[1] = {"id": 1, "topic": "product.updated", "status": "disabled"}
+    kit.fake.webhooks[1].update(name="bridge-agent main product.updated", delivery_url="x")
+    kit.fake.fail("/webhooks/1", lambda: web.Response(status=503))
+    (action,) = await kit.adapter().reactivate_disabled_webhooks()
+    assert action.action == "activated"
+    assert [s.method for s in kit.fake.requests("/webhooks/1")] == ["PUT", "PUT"]
+    assert kit.fake.webhooks[1]["status"] == "active"

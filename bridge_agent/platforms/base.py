@@ -343,8 +343,7 @@ def collect(answers: Iterable[tuple[str, Product | ItemFailure | None]]) -> Fetc
 
 
 def failure_of(product_id: str, exc: PlatformError) -> ItemFailure:
-    """An ItemFailure from a store error, with its HTTP status and whether it is permanent."""
-    status = getattr(exc, "status", None)
-    status = status if isinstance(status, int) else None
-    permanent = bool(getattr(exc, "permanent", False))
-    return ItemFailure(product_id, str(exc), status, permanent)
+    """An ItemFailure from a store error: its HTTP status and whether it is permanent are the
+    error's attributes (set by the shared HTTP layer, `platforms/http.py`), never read back out
+    of its message."""
+    return ItemFailure(product_id, str(exc), exc.status, exc.permanent)

@@ -4,9 +4,11 @@ Each simulator speaks a platform's wire format on loopback, holds a seeded, real
 memory, and adds what a real store cannot offer a test: a control API (`/__sim/...`) to change
 products behind the agent's back, read the ground truth, move the clock and inject faults.
 
+- `core`: what every simulator shares: clock, faults, request stats, the platform-independent
+  control routes, webhook transport, serving (docs/simulators.md, "Layout");
 - `woocommerce`: WooCommerce REST v3, OAuth 1.0a and Basic auth, webhooks
   (reference/platforms.md section 1, checklist 1.14).
 
-Simulators speak JSON, not the agent's model: they import nothing of the agent, so a bug in the
-agent cannot leak into the store it is tested against.
+Simulators speak JSON, not the agent's model: they import nothing of the agent (an import-linter
+contract holds it), so a bug in the agent cannot leak into the store it is tested against.
 """

@@ -13,6 +13,11 @@ Cursor rules (Singer's, in this order), and why:
   the poll instead of skipping its tail.
 - No cursor yet: the poller starts from now minus the overlap. What changed before is the import's
   job (the first start imports the whole catalog), not a poll from 1970.
+
+When. The poller keeps no clock: the agent's schedule (`scheduling.py`, wired in `stores.py`)
+nudges it at start and every `poll_interval`, and the poll runs in this root task, so polls never
+overlap and nudges during a poll fold into one more. Only a failed poll sets its own, shorter
+time: it is tried again after a backoff capped at the interval.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ def _parse(text: str) -> float:
 
 
 class Poller(StoreSource):
-    """Root task: one modified-since poll of one store every `interval` seconds."""
+    """Root task: one modified-since poll of one store per nudge (the schedule's, every
+    `interval` seconds)."""
 
     def __init__(
         self,
@@ -55,7 +61,7 @@ class Poller(StoreSource):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(ctx)
-        self._interval = interval
+        self.interval = interval  # what the schedule nudges by (stores.py)
         self._overlap = overlap
         self._clock = clock
         self._failures = 0
@@ -64,17 +70,19 @@ class Poller(StoreSource):
 
     async def run(self) -> None:
         while True:
+            await self._wake.wait()
+            self._wake.clear()
             try:
                 await self.poll_once()
             except PlatformError as exc:
                 self._failures += 1
                 self._metrics.inc("bridge_polls_total", store=self.store_id, outcome="failed")
                 self.health.fail("poll_failing", str(exc))
+                # A retry, not a schedule: sooner than the next nudge, later on each failure.
                 await wait_event(self._wake, self._backoff.delay(self._failures))
+                self._wake.set()
             else:
                 self._failures = 0
-                await wait_event(self._wake, self._interval)
-            self._wake.clear()
 
     async def poll_once(self) -> int:
         """One poll; returns the number of changes queued. Raises PlatformError."""

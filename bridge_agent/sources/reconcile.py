@@ -7,13 +7,22 @@ spool writers can be bypassed (a direct SQL import). Comparing the store's ids w
 - ids the store has and the mirror does not are fetched and recorded (missed creations).
 Re-fetching before deleting matters: a listing can omit a product that still exists (WooCommerce
 leaves trashed products out of `status=any`, and the product fetched by id says "archived").
+
+When. The reconciler keeps no clock of its own: `first_due()` reads the persisted time of the
+last reconciliation (on a first start it records now: the import establishes the truth, so the
+first reconciliation is one interval later, not a second full listing right behind the import),
+and the agent's schedule (`scheduling.py`, wired in `stores.py`) nudges it from then on, every
+`interval`. The pass runs in this root task, so passes never overlap. A nudge that finds an
+import or refresh run open waits for it to end (reading the whole catalog twice at once only
+doubles the load on the store); a failed pass is tried again after a backoff capped at the
+interval.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -34,7 +43,8 @@ def _iso(epoch: float) -> str:
 
 
 class Reconciler(StoreSource):
-    """Root task: reconcile one store every `interval` seconds (and at start when overdue)."""
+    """Root task: reconcile one store per nudge (the schedule's: every `interval` seconds from
+    `first_due()`, which is at once when a reconciliation is overdue)."""
 
     def __init__(
         self,
@@ -46,39 +56,46 @@ class Reconciler(StoreSource):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(ctx)
-        self._interval = interval
+        self.interval = interval  # what the schedule nudges by (stores.py)
         self._clock = clock
-        self._refetch = Refetcher(ctx, "reconcile", deletions, concurrency)
+        self._refetch = Refetcher(ctx, "reconcile", deletions, concurrency, give_up=True)
         self._backoff = Backoff(base=30.0, cap=interval)
         self._metrics.counter("bridge_reconciled_total", "Products fixed by reconciliation.")
+
+    async def first_due(self) -> datetime:
+        """When the first reconciliation of this run of the agent is due (may be past: overdue).
+
+        No reconciliation yet: now is recorded as its time, so the first one is an interval after
+        the first start (the import, meanwhile, establishes the truth).
+        """
+        last = await self._state.cursor(self.store_id, STREAM)
+        if last is None:
+            now = self._clock()
+            await self._state.set_cursor(self.store_id, STREAM, _iso(now))
+            return datetime.fromtimestamp(now + self.interval, UTC)
+        done_at = datetime.fromisoformat(last.replace("Z", "+00:00"))
+        return done_at + timedelta(seconds=self.interval)
 
     async def run(self) -> None:
         failures = 0
         while True:
+            await self._wake.wait()
+            self._wake.clear()
             if await self._state.open_runs(self.store_id):
                 # An import or refresh is reading the whole catalog already; listing it again
-                # meanwhile would only double the load on the store.
+                # meanwhile would only double the load on the store. Look again a little later.
                 await wait_event(self._wake, RUN_CHECK_INTERVAL)
-                self._wake.clear()
+                self._wake.set()
                 continue
-            last = await self._state.cursor(self.store_id, STREAM)
-            if last is None:
-                # First start: the import establishes the truth, so the first reconciliation
-                # is one interval later, not a second full listing right behind the import.
-                await self._state.set_cursor(self.store_id, STREAM, _iso(self._clock()))
-                continue
-            done_at = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
-            due_in = max(0.0, done_at + self._interval - self._clock())
-            if due_in > 0 and not await wait_event(self._wake, due_in):
-                continue  # slept until due: loop to re-read the cursor, then reconcile
-            self._wake.clear()
             try:
                 await self.reconcile_once()
                 failures = 0
             except PlatformError as exc:
                 failures += 1
                 self.health.fail("reconcile_failing", str(exc))
+                # A retry, not a schedule: sooner than the next nudge, later on each failure.
                 await wait_event(self._wake, self._backoff.delay(failures))
+                self._wake.set()
 
     async def reconcile_once(self) -> dict[str, int]:
         """One pass; returns counts of deletions and creations recorded. Raises PlatformError."""
@@ -90,7 +107,7 @@ class Reconciler(StoreSource):
         suspects = sorted((known - listed) | (listed - known))
         fetched = await self._refetch.fetch(suspects)
         changes = [c for c in fetched.values() if c is not None]
-        queued = await self._state.record(changes)
+        queued = await self._refetch.record(changes)  # with the events of products given up
         deleted = sum(1 for c in changes if c.product is None)
         counts = {"deleted": deleted, "recorded": len(changes) - deleted, "queued": queued}
         for kind in ("deleted", "recorded"):

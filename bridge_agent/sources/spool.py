@@ -23,7 +23,8 @@ Failures (the folder is writable by the web server's user: every entry is hostil
 - a round lists at most `max_files` entries (the oldest), so a folder of a million files costs a
   bounded amount of memory per round;
 - a re-fetch that fails (store down, 5xx) leaves that product's files in place; they are retried
-  after a backoff, and the files of other products go on;
+  after a backoff, and the files of other products go on; a product that keeps answering a
+  permanent error is given up after a few tries, with an event (`refetch.py`, guarantee 7);
 - a writer's temporary file (a `.` name) older than an hour is removed: its writer died before
   the rename, and nothing else would ever clean it up.
 """
@@ -132,7 +133,7 @@ class SpoolWatcher(StoreSource):
         super().__init__(ctx)
         self.incoming = spool_dir / "incoming"
         self.rejected = spool_dir / "rejected"
-        self._refetch = Refetcher(ctx, "spool", deletions, concurrency)
+        self._refetch = Refetcher(ctx, "spool", deletions, concurrency, give_up=True)
         self._max_files = max_files
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._failures = 0
@@ -140,6 +141,9 @@ class SpoolWatcher(StoreSource):
         # Entries that can be neither consumed nor set aside, by (name, inode): skipped, so one
         # cannot make the loop spin; a new file under the same name has a new inode.
         self._stuck: dict[tuple[str, int], str] = {}
+        # Set once a new file in incoming/ wakes the loop: the watch is in place, or it could not
+        # be and the periodic wake-up stands in. Tests wait on it instead of sleeping.
+        self.watching = asyncio.Event()
         self._metrics.counter(
             "bridge_spool_files_total", "Spool files consumed or set aside, by store and outcome."
         )
@@ -190,6 +194,9 @@ class SpoolWatcher(StoreSource):
         # instead, and watching is tried again: the spool degrades to polling, never to silence.
         while not stop.is_set():
             try:
+                # awatch sets up its inotify watch synchronously on the first step of the loop
+                # below, before anything can run after this set(): a waiter sees the watch in place.
+                self.watching.set()
                 async for _ in watchfiles.awatch(
                     self.incoming, stop_event=stop, debounce=50, step=20, rust_timeout=30_000,
                     yield_on_timeout=True, recursive=False,
@@ -240,8 +247,8 @@ class SpoolWatcher(StoreSource):
         changes = [c for c in fetched.values() if c is not None]
         ok_ids = set(fetched)
         done = [p for p, events in files.items() if all(e.id in ok_ids for e in events)]
-        if changes:
-            self.recorded(await self._state.record(changes), "spool")
+        if changes or self._refetch.given_up:  # given up: recorded as an event (refetch.py)
+            self.recorded(await self._refetch.record(changes), "spool")
         # Only now, with the changes committed, may the hints go (guarantee 2).
         removed, unremovable = await asyncio.to_thread(_unlink_all, done)
         for path, error in unremovable:

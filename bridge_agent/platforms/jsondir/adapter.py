@@ -23,9 +23,10 @@ from bridge_agent.platforms.base import (
     WebhookDelivery,
     fetch_each,
 )
+from bridge_agent.platforms.jsondir.settings import SETTINGS
 
 if TYPE_CHECKING:
-    from bridge_agent.config import StoreSettings
+    from bridge_agent.config import PlatformSpec, StoreSettings
 
 PAGE_SIZE = 100
 FETCH_CONCURRENCY = 8  # files read at once by fetch_products
@@ -38,6 +39,7 @@ class JsonDir:
     """Products as JSON files in `catalog_dir`."""
 
     name: ClassVar[str] = "jsondir"
+    settings_spec: ClassVar[PlatformSpec] = SETTINGS  # what its [[stores]] entries take
     # Files are read one by one (no batch_fetch); a custom back end reports changes by spool.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {

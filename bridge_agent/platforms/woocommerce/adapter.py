@@ -53,7 +53,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -68,6 +68,7 @@ from bridge_agent.errors import (
     PlatformUnavailable,
     ProductNotFound,
 )
+from bridge_agent.metrics import Metrics
 from bridge_agent.model import Product
 from bridge_agent.platforms.base import (
     Capability,
@@ -79,6 +80,7 @@ from bridge_agent.platforms.base import (
     collect,
     failure_of,
 )
+from bridge_agent.platforms.http import RequestBudget
 from bridge_agent.platforms.woocommerce import webhooks
 from bridge_agent.platforms.woocommerce.client import ListPage, Params, WooClient
 from bridge_agent.platforms.woocommerce.mapping import (
@@ -88,10 +90,11 @@ from bridge_agent.platforms.woocommerce.mapping import (
     category_tree,
     map_product,
 )
-from bridge_agent.platforms.woocommerce.settings import MAX_PER_PAGE, WooSettings
+from bridge_agent.platforms.woocommerce.settings import MAX_PER_PAGE, SETTINGS, WooSettings
+from bridge_agent.sync.paging import PageGuard
 
 if TYPE_CHECKING:
-    from bridge_agent.config import StoreSettings
+    from bridge_agent.config import PlatformSpec, StoreSettings
 
 __all__ = ["WebhookAction", "WooCommerce"]
 
@@ -116,6 +119,7 @@ class WooCommerce:
     """One WooCommerce store, read through wc/v3."""
 
     name: ClassVar[str] = "woocommerce"
+    settings_spec: ClassVar[PlatformSpec] = SETTINGS  # what its [[stores]] entries take
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.MODIFIED_SINCE,
@@ -154,9 +158,19 @@ class WooCommerce:
         return f"WooCommerce({self.settings.store_id!r}, {self.settings.api_base!r})"
 
     @classmethod
-    def from_settings(cls, settings: StoreSettings, http: httpx.AsyncClient) -> WooCommerce:
+    def from_settings(
+        cls,
+        settings: StoreSettings,
+        http: httpx.AsyncClient,
+        *,
+        budget: RequestBudget | None = None,
+        metrics: Metrics | None = None,
+    ) -> WooCommerce:
+        """The adapter for one store. `budget` is the store's request budget, shared by every
+        adapter of the store (a private one when not given); `metrics` receives the store
+        request metrics."""
         woo = WooSettings.from_store(settings)
-        return cls(woo, WooClient(woo, http))
+        return cls(woo, WooClient(woo, http, budget=budget, metrics=metrics))
 
     @property
     def effective_per_page(self) -> int:
@@ -245,7 +259,8 @@ class WooCommerce:
             products = await self._map_many(listed.items, failures)
             return _Fetched(listed, products, failures)
 
-        async for number, fetched, last in self._ordered_pages(fetch, start, size):
+        walk = PageGuard(f"the catalog of store {self.settings.store_id!r}")
+        async for number, fetched, last in self._ordered_pages(fetch, start, size, walk):
             yield CatalogPage(
                 products=fetched.products,
                 next_token=None if last else str(number + 1),
@@ -271,7 +286,8 @@ class WooCommerce:
                 )
             return _Fetched(listed, [])
 
-        async for _, fetched, _ in self._ordered_pages(fetch, 1, MAX_PER_PAGE):
+        walk = PageGuard(f"the product ids of store {self.settings.store_id!r}")
+        async for _, fetched, _ in self._ordered_pages(fetch, 1, MAX_PER_PAGE, walk):
             ids = [str(i["id"]) for i in fetched.listed.items if _is_id(i.get("id"))]
             if ids:
                 yield ids
@@ -335,10 +351,10 @@ class WooCommerce:
                 body: dict[str, Any] = {"status": "active"}
                 if update_secret:
                     body["secret"] = secret
-                await self.client.put(f"/webhooks/{hook_id}", body)
+                await self.client.put(f"/webhooks/{hook_id}", body, idempotent=True)
                 actions.append(WebhookAction(topic, hook_id, "activated"))
             elif update_secret:
-                await self.client.put(f"/webhooks/{hook_id}", {"secret": secret})
+                await self.client.put(f"/webhooks/{hook_id}", {"secret": secret}, idempotent=True)
                 actions.append(WebhookAction(topic, hook_id, "secret_updated"))
             else:
                 actions.append(WebhookAction(topic, hook_id, "unchanged"))
@@ -370,7 +386,7 @@ class WooCommerce:
             if not ours:
                 continue
             hook_id = _hook_id(hook)
-            await self.client.put(f"/webhooks/{hook_id}", {"status": "active"})
+            await self.client.put(f"/webhooks/{hook_id}", {"status": "active"}, idempotent=True)
             actions.append(WebhookAction(str(topic), hook_id, "activated"))
         if actions:
             log.warning(
@@ -392,9 +408,11 @@ class WooCommerce:
 
     async def _webhooks(self) -> list[dict[str, Any]]:
         hooks: list[dict[str, Any]] = []
+        walk = PageGuard(f"the webhooks of store {self.settings.store_id!r}")
         page = 1
         while True:
             listed = await self.client.list_page("/webhooks", {}, page=page, page_size=MAX_PER_PAGE)
+            _check_page(walk, page, listed)
             hooks.extend(listed.items)
             if _is_last(page, listed, MAX_PER_PAGE):
                 return hooks
@@ -411,15 +429,21 @@ class WooCommerce:
         return 1
 
     async def _ordered_pages(
-        self, fetch: Callable[[int], Coroutine[Any, Any, _Fetched]], start: int, size: int
+        self,
+        fetch: Callable[[int], Coroutine[Any, Any, _Fetched]],
+        start: int,
+        size: int,
+        walk: PageGuard,
     ) -> AsyncIterator[tuple[int, _Fetched, bool]]:
         """(page number, result, is last page) from `start` on, in order, `concurrency` ahead.
 
         The first page says how many pages there are; without totals (a proxy dropped the
-        headers) pages are fetched one by one until a short page.
+        headers) pages are fetched one by one until a short page. A page that holds the same
+        products as an earlier one stops the walk (`PagingLoop`): the store ignores `page`.
         """
         first = await fetch(start)
         listed = first.listed
+        _check_page(walk, start, listed)
         total_pages = listed.total_pages
         exhausted = _is_last(start, listed, size)
         yield start, first, exhausted
@@ -440,6 +464,7 @@ class WooCommerce:
                 number, task = pending.popleft()
                 result = await task
                 listed = result.listed
+                _check_page(walk, number, listed)
                 if listed.total_pages is not None:
                     # Never lower: pages already asked for must not end the listing early.
                     total_pages = max(total_pages or 0, listed.total_pages)
@@ -457,6 +482,8 @@ class WooCommerce:
     async def _modified_pass(self, after: datetime, status: str) -> AsyncIterator[list[Product]]:
         size = self.settings.per_page
         seen: set[tuple[str, str]] = set()
+        kind = "trashed products" if status == "trash" else "products"
+        walk = PageGuard(f"the modified {kind} of store {self.settings.store_id!r}")
         page = 1
         while True:
             params: Params = {
@@ -468,6 +495,7 @@ class WooCommerce:
             }
             async with self._slots:
                 listed = await self.client.list_page("/products", params, page=page, page_size=size)
+            _check_page(walk, page, listed, f"modified after {params['modified_after']}")
             fresh = [i for i in listed.items if _seen_key(i) not in seen]
             seen.update(_seen_key(i) for i in fresh)
             if fresh:
@@ -480,6 +508,7 @@ class WooCommerce:
             restart = last - timedelta(seconds=1) if last is not None else None
             if restart is not None and after < restart:
                 after, page = restart, 1
+                walk.restart()  # a new window: its first page may repeat the old one's last
                 boundary = restart.strftime(_GMT)
                 seen = {k for k in seen if k[1] > boundary}
             else:
@@ -538,8 +567,11 @@ class WooCommerce:
             return await self._variations(product_id)
         try:
             return await self._variations(product_id)
-        except PlatformUnavailable as exc:
-            failures.append(ItemFailure(str(product_id), f"variations: {exc}", _status_of(exc)))
+        except PlatformError as exc:
+            if isinstance(exc, PlatformAuthFailed):
+                raise  # the key is wrong for every product: the whole walk fails
+            failure = failure_of(str(product_id), exc)
+            failures.append(replace(failure, message=f"variations: {failure.message}"))
             return None
 
     async def _variations(self, product_id: Any) -> list[dict[str, Any]] | None:
@@ -547,6 +579,7 @@ class WooCommerce:
         if not _is_id(product_id):
             return []
         out: list[dict[str, Any]] = []
+        walk = PageGuard(f"the variations of product {product_id}")
         page = 1
         try:
             while True:
@@ -554,6 +587,7 @@ class WooCommerce:
                     listed = await self.client.list_page(
                         f"/products/{product_id}/variations", {}, page=page, page_size=MAX_PER_PAGE
                     )
+                _check_page(walk, page, listed)
                 out.extend(listed.items)
                 if _is_last(page, listed, MAX_PER_PAGE):
                     return out
@@ -580,6 +614,7 @@ class WooCommerce:
             if self._monotonic() - self._tree_at < TREE_MIN_AGE and self._tree is not None:
                 return self._tree  # another task just loaded it
             terms: list[dict[str, Any]] = []
+            walk = PageGuard(f"the categories of store {self.settings.store_id!r}")
             page = 1
             while True:
                 async with self._slots:
@@ -589,6 +624,7 @@ class WooCommerce:
                         page=page,
                         page_size=MAX_PER_PAGE,
                     )
+                _check_page(walk, page, listed)
                 terms.extend(listed.items)
                 if _is_last(page, listed, MAX_PER_PAGE):
                     break
@@ -607,12 +643,10 @@ def _is_last(page: int, listed: ListPage, size: int) -> bool:
     return len(listed.items) < size
 
 
-def _status_of(exc: Exception) -> int | None:
-    """The HTTP status an error message starts with or names, if any ("... 500 ...")."""
-    for word in str(exc).replace("(", " ").replace(")", " ").split():
-        if word.isdigit() and 400 <= int(word) <= 599:
-            return int(word)
-    return None
+def _check_page(walk: PageGuard, page: int, listed: ListPage, window: str = "") -> None:
+    """Stop the walk (PagingLoop) if this page holds the same items as an earlier one."""
+    label = f"page {page} ({window})" if window else f"page {page}"
+    walk.page((str(i.get("id")) for i in listed.items), label)
 
 
 def _digits(product_id: str) -> bool:

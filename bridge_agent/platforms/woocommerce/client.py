@@ -15,7 +15,11 @@ Authentication (WooCommerce docs, "Authentication"):
   from the method, the exact URL without query (so the store url must be WordPress's home URL,
   www and port included) and the sorted, percent-encoded parameters. The body is not signed.
 
-Errors, mapped to the agent's tree with what the operator should do:
+Requests go through the shared store HTTP layer (`platforms/http.py`): it classifies every answer
+into an outcome, retries what may be retried (429 honouring `Retry-After`, and 5xx, 408,
+timeouts and resets for reads; a write is never resent after an ambiguous failure), spends the
+store's request budget, counts the store request metrics and reads replies within their bound.
+This client builds and signs the requests and says what WooCommerce's answers mean:
 
 | answer | raised |
 | --- | --- |
@@ -25,14 +29,16 @@ Errors, mapped to the agent's tree with what the operator should do:
 | other 404 (`rest_no_route`) | `PlatformUnavailable`: check url, api_prefix, permalinks |
 | 3xx | `PlatformUnavailable`: the url is not the site's home URL |
 | 413 | `WooRequestRejected`: a batch above the store's limit (100 items) |
-| 429, 5xx (not 501) | `PlatformUnavailable(retry_after=Retry-After)`, retried here first |
+| 429, 408, 5xx (not 501) | `PlatformUnavailable(retry_after=Retry-After)`, retried first |
+| the same, or a timeout or reset, for a POST or PUT | `PlatformAmbiguous` (never resent) |
 | timeouts, connection errors | `PlatformUnavailable`, retried here first |
 | 2xx with a body that is not JSON | `PlatformUnavailable("invalid JSON from ...")` |
-| any other 4xx | `WooRequestRejected` (status and WooCommerce's code) |
+| any other 4xx (409: outcome `conflict`), 501 | `WooRequestRejected` (status and code) |
 
-Retries stay inside the client and are bounded: `attempts` tries (4) with full-jitter backoff that
-honours `Retry-After`; a Retry-After longer than `max_wait` is not slept here but raised at once
-(`PlatformUnavailable.retry_after`) for the caller's scheduler.
+Every error carries the answer's `status`, `headers` and `outcome` as attributes. Retries are
+bounded: `attempts` tries (4) with full-jitter backoff that honours `Retry-After`; a Retry-After
+longer than `max_wait` is not slept here but raised at once (`PlatformUnavailable.retry_after`)
+for the caller's scheduler.
 
 Listings and timeouts: large `per_page` values on image-heavy catalogs make PHP time out (a
 documented WooCommerce pitfall). When a listing request times out twice in a row (or its gateway
@@ -69,14 +75,30 @@ import structlog
 
 from bridge_agent.errors import (
     InputError,
+    Outcome,
     PlatformAuthFailed,
     PlatformError,
+    PlatformRejected,
     PlatformUnavailable,
     ProductNotFound,
 )
-from bridge_agent.inputs import loads_json, read_limited
+from bridge_agent.inputs import loads_json
+from bridge_agent.metrics import Metrics
+from bridge_agent.platforms import http as store_http
+from bridge_agent.platforms.http import (
+    ATTEMPTS,
+    ERROR_BODY_BYTES,
+    MAX_REPLY_BYTES,
+    MAX_WAIT,
+    RepeatedTimeouts,
+    Reply,
+    ReplyTooLarge,
+    RequestBudget,
+    StoreHttp,
+    classify,
+)
 from bridge_agent.platforms.woocommerce.settings import MAX_PER_PAGE, WooSettings
-from bridge_agent.sync.retry import Backoff, parse_retry_after
+from bridge_agent.sync.retry import Backoff
 
 __all__ = [
     "ATTEMPTS",
@@ -91,31 +113,32 @@ __all__ = [
 
 log = structlog.get_logger("bridge_agent.woocommerce")
 
-ATTEMPTS = 4
 TIMEOUTS_BEFORE_SHRINK = 2  # consecutive timeouts of one listing request before halving per_page
-MIN_PER_PAGE = 5
-MAX_WAIT = 60.0  # longest Retry-After slept inside the client; longer ones go to the caller
-# A page of 100 products with long descriptions is a few MB; a reply past this is refused while
-# it is read (never held whole), and a listing retries with fewer products per request.
-MAX_REPLY_BYTES = 64 * 1024 * 1024
-ERROR_BODY_BYTES = 64 * 1024  # of an error answer: WooCommerce's {"code", "message"} and more
+MIN_PER_PAGE = 5  # a listing whose replies exceed MAX_REPLY_BYTES also shrinks, down to this
 # Plugins store nested arrays in product meta, which the API returns as JSON; this is deeper than
 # any of them and far below what would exhaust the parser (about 1000).
 REPLY_DEPTH = 100
-_GATEWAY_TIMEOUTS = frozenset({504, 524})  # proxy gave up waiting for PHP: a timeout too
-_MASK = "********"
 _NONCE_ALPHABET = string.ascii_letters + string.digits
 
 ParamValue = str | int | bool
 Params = Mapping[str, ParamValue]
 
 
-class WooRequestRejected(PlatformError):
-    """WooCommerce refused this request for good (a 4xx other than auth or not-found)."""
+class WooRequestRejected(PlatformRejected):
+    """WooCommerce refused this request for good (a 4xx other than auth or not-found); `code` is
+    WooCommerce's own error code when it sent one."""
 
-    def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        outcome: Outcome | None = None,
+    ) -> None:
+        super().__init__(message, status=status, headers=headers, outcome=outcome)
+        self.status: int = status
         self.code = code
 
 
@@ -142,19 +165,6 @@ class _ShrinkPage(Exception):
     """A listing request timed out repeatedly: retry the page with fewer items per request."""
 
 
-class _ReplyTooLarge(Exception):
-    """A successful answer over `max_reply_bytes` (never held whole)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """An answer read within its size bound: what `_answer` needs of it."""
-
-    status_code: int
-    headers: httpx.Headers
-    content: bytes
-
-
 def _nonce() -> str:
     return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(32))
 
@@ -174,18 +184,31 @@ class WooClient:
         clock: Callable[[], float] = time.time,
         nonce: Callable[[], str] = _nonce,
         max_reply_bytes: int = MAX_REPLY_BYTES,
+        budget: RequestBudget | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
-        self._max_reply = max_reply_bytes
         self._http = http
-        self._backoff = backoff or Backoff(base=0.5, cap=30.0)
-        self._attempts = max(1, attempts)
-        self._max_wait = max_wait
-        self._sleep = sleep
         self._clock = clock
         self._nonce = nonce
         self._cap = MAX_PER_PAGE  # largest request page size; halved after repeated timeouts
         self._host = urlsplit(settings.base_url).netloc
+        #: The shared HTTP layer: outcomes, retries, the store's budget (a private one unless the
+        #: agent gives the store's), metrics and bounded replies.
+        self.layer = StoreHttp(
+            http,
+            store=settings.store_id,
+            platform="WooCommerce",
+            host=self._host,
+            budget=budget if budget is not None else RequestBudget(settings.concurrency),
+            metrics=metrics,
+            backoff=backoff or Backoff(base=0.5, cap=30.0),
+            attempts=attempts,
+            max_wait=max_wait,
+            sleep=sleep,
+            max_reply_bytes=max_reply_bytes,
+            redact=self._redact,
+        )
 
     def __repr__(self) -> str:
         return f"WooClient({self._settings.api_base!r}, per_page={self.per_page})"
@@ -234,8 +257,12 @@ class WooClient:
     async def post(self, path: str, body: Any, params: Params | None = None) -> WooResponse:
         return await self._send("POST", path, params, body)
 
-    async def put(self, path: str, body: Any, params: Params | None = None) -> WooResponse:
-        return await self._send("PUT", path, params, body)
+    async def put(
+        self, path: str, body: Any, params: Params | None = None, *, idempotent: bool = False
+    ) -> WooResponse:
+        """A PUT; `idempotent=True` when sending it twice does no more than once (setting a
+        webhook's status), so that it may be retried after an ambiguous failure."""
+        return await self._send("PUT", path, params, body, idempotent=idempotent)
 
     async def list_page(
         self, path: str, params: Params | None = None, *, page: int, page_size: int
@@ -308,100 +335,45 @@ class WooClient:
         body: Any = None,
         *,
         shrinkable: bool = False,
+        idempotent: bool | None = None,
     ) -> WooResponse:
         where = f"{method} {self._settings.api_prefix}{path}"
-        timeouts = 0
-        attempt = 0
-        while True:
-            request = self.build_request(method, path, params, body)  # fresh nonce and timestamp
-            failure: PlatformUnavailable
-            try:
-                response = await self._receive(request, where)
-            except _ReplyTooLarge as exc:
-                if shrinkable:
-                    raise _ShrinkPage from None  # fewer products per request, smaller replies
-                raise PlatformUnavailable(str(exc)) from None
-            except httpx.TimeoutException as exc:
-                timeouts += 1
-                if shrinkable and timeouts >= TIMEOUTS_BEFORE_SHRINK:
-                    raise _ShrinkPage from None
-                failure = PlatformUnavailable(
-                    f"WooCommerce at {self._host} did not answer {where} in time "
-                    f"({type(exc).__name__}): the store is slow or down"
-                )
-            except httpx.TransportError as exc:
-                timeouts = 0
-                detail = self._redact(str(exc)) or type(exc).__name__
-                failure = PlatformUnavailable(
-                    f"cannot reach WooCommerce at {self._host} for {where}: {detail}"
-                )
-            else:
-                status = response.status_code
-                if status in _GATEWAY_TIMEOUTS:
-                    timeouts += 1
-                    if shrinkable and timeouts >= TIMEOUTS_BEFORE_SHRINK:
-                        raise _ShrinkPage
-                else:
-                    timeouts = 0
-                try:
-                    return self._answer(response, method, path, where)
-                except PlatformUnavailable as exc:
-                    if not _retryable(status):
-                        raise
-                    failure = exc
-            attempt += 1
-            retry_after = failure.retry_after
-            if attempt >= self._attempts or (
-                retry_after is not None and retry_after > self._max_wait
-            ):
-                raise failure
-            delay = self._backoff.delay(attempt - 1, retry_after=retry_after)
-            log.info(
-                "woocommerce_retry",
-                store=self._settings.store_id,
-                request=where,
-                attempt=attempt,
-                delay_s=round(delay, 3),
-                reason=str(failure),
-            )
-            await self._sleep(delay)
-
-    async def _receive(self, request: httpx.Request, where: str) -> _Reply:
-        """Send, and read the answer within `max_reply_bytes` (httpx errors pass through)."""
-        response = await self._http.send(request, stream=True)
         try:
-            limit = self._max_reply if response.is_success else ERROR_BODY_BYTES
-            try:
-                content = await read_limited(response, limit)
-            except InputError:
-                if response.is_success:
-                    raise _ReplyTooLarge(
-                        f"WooCommerce at {self._host} answered {where} with more than {limit} "
-                        "bytes: lower per_page, or check what the store sends"
-                    ) from None
-                content = b""  # an error page too long to read: its status says enough
-        finally:
-            await response.aclose()
-        return _Reply(response.status_code, response.headers, content)
+            return await self.layer.send(
+                method,
+                lambda: self.build_request(method, path, params, body),  # fresh nonce each try
+                where=where,
+                read=lambda reply: self._response(reply, path),
+                describe=lambda reply: self._error(reply, method, where),
+                idempotent=idempotent,
+                timeouts_before_giving_up=TIMEOUTS_BEFORE_SHRINK if shrinkable else None,
+            )
+        except (ReplyTooLarge, RepeatedTimeouts):
+            if shrinkable:
+                raise _ShrinkPage from None  # fewer products per request, smaller replies
+            raise
 
     # -- answers ----------------------------------------------------------------------------------
 
-    def _answer(self, response: _Reply, method: str, path: str, where: str) -> WooResponse:
-        status = response.status_code
-        if 200 <= status < 300:
-            return WooResponse(
-                status,
-                _decode(response, path, self._host),
-                _int_header(response, "X-WP-Total"),
-                _int_header(response, "X-WP-TotalPages"),
-            )
-        code, message = _error_body(response)
+    def _response(self, reply: Reply, path: str) -> WooResponse:
+        return WooResponse(
+            reply.status,
+            _decode(reply, path, self._host),
+            _int_header(reply, "X-WP-Total"),
+            _int_header(reply, "X-WP-TotalPages"),
+        )
+
+    def _error(self, reply: Reply, method: str, where: str) -> PlatformError:
+        """What a non-2xx answer means, in WooCommerce's words (the layer adds status, headers
+        and the outcome the status implies; only "no such product" is refined here)."""
+        status = reply.status
+        code, message = _error_body(reply)
         said = f" (WooCommerce says: {self._redact(message)})" if message else ""
         shown = f"{status} {code}" if code else str(status)
         if 300 <= status < 400:
-            target = urlsplit(response.headers.get("Location", ""))
+            target = urlsplit(reply.headers.get("Location", ""))
             to = f" to {target.scheme}://{target.netloc}" if target.netloc else ""
-            raise PlatformUnavailable(
+            return PlatformUnavailable(
                 f"WooCommerce redirected {where}{to} ({status}): set the store url to the site's "
                 "home URL exactly as WordPress > Settings > General shows it (http/https, www)"
             )
@@ -412,72 +384,60 @@ class WooClient:
                 if self._settings.uses_oauth
                 else ""
             )
-            raise PlatformAuthFailed(
+            return PlatformAuthFailed(
                 f"WooCommerce refused the consumer key ({status} "
                 f"{code or 'woocommerce_rest_cannot_view'}): check consumer_key/consumer_secret"
                 f"{said}{hint}"
             )
         if status == 403:
             need = "read permission" if method == "GET" else "read_write permission for writes"
-            raise PlatformAuthFailed(
+            return PlatformAuthFailed(
                 f"WooCommerce refused {where} ({shown}): the key needs {need} "
                 "(WooCommerce > Settings > Advanced > REST API), and its user the shop manager "
                 f"or administrator role; a security plugin or WAF can also answer 403{said}"
             )
         if code and _INVALID_ID.fullmatch(code) and status in (400, 404):
-            raise ProductNotFound(f"WooCommerce has no such product: {where} ({shown})")
+            return ProductNotFound(
+                f"WooCommerce has no such product: {where} ({shown})", outcome=Outcome.NOT_FOUND
+            )
         if status == 404:
             what = "has no route for" if code == "rest_no_route" else "answered 404 to"
-            raise PlatformUnavailable(
+            return PlatformUnavailable(
                 f"WooCommerce {what} {where} ({shown}): check the store url and api_prefix, and "
                 "that WordPress permalinks are not 'Plain' (Settings > Permalinks)"
             )
         if status == 413:
-            raise WooRequestRejected(
+            return WooRequestRejected(
                 f"WooCommerce refused {where} as too large ({shown}): send batches of at most "
                 f"100 items{said}",
                 status=status,
                 code=code,
             )
         if status == 429:
-            raise PlatformUnavailable(
+            return PlatformUnavailable(
                 f"WooCommerce (or a proxy in front of it) is rate limiting {where} (429): "
-                "lower concurrency if this persists",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                "lower concurrency if this persists"
             )
-        if _retryable(status):
-            raise PlatformUnavailable(
+        if classify(status) is Outcome.TRANSIENT:
+            return PlatformUnavailable(
                 f"WooCommerce answered {shown} to {where}: the store or its host has a problem"
-                f"{said}",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                f"{said}"
             )
-        raise WooRequestRejected(
+        return WooRequestRejected(
             f"WooCommerce refused {where} ({shown}){said}", status=status, code=code
         )
 
     def _redact(self, text: str) -> str:
         """Outside text made safe to show: no credential, no query string, one short line."""
-        for value in (
-            self._settings.consumer_key.reveal(),
-            self._settings.consumer_secret.reveal(),
-        ):
-            if value:
-                text = text.replace(value, _MASK)
-        text = _QUERY.sub("?…", text)
-        text = " ".join(text.split())
-        return text[:200]
+        keys = (self._settings.consumer_key, self._settings.consumer_secret)
+        return store_http.redact(text, (k.reveal() for k in keys))
 
 
 _INVALID_ID = re.compile(r"woocommerce_rest_product\w*_invalid_id")
-_QUERY = re.compile(r"\?[^\s'\"]*")
 _CODE = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
 
 
-def _retryable(status: int) -> bool:
-    return status == 429 or (500 <= status < 600 and status != 501)
-
-
-def _decode(response: _Reply, path: str, host: str) -> Any:
+def _decode(response: Reply, path: str, host: str) -> Any:
     try:
         return loads_json(
             response.content, max_bytes=len(response.content), max_depth=REPLY_DEPTH, what="it"
@@ -499,7 +459,7 @@ def _decode(response: _Reply, path: str, host: str) -> Any:
         hint = problem
     kind = response.headers.get("Content-Type", "no content type").split(";")[0]
     raise PlatformUnavailable(
-        f"invalid JSON from {host}{path} (HTTP {response.status_code}, {kind}): {hint}"
+        f"invalid JSON from {host}{path} (HTTP {response.status}, {kind}): {hint}"
     )
 
 
@@ -510,7 +470,7 @@ def _items(response: WooResponse, path: str, host: str) -> list[dict[str, Any]]:
     return data
 
 
-def _error_body(response: _Reply) -> tuple[str | None, str | None]:
+def _error_body(response: Reply) -> tuple[str | None, str | None]:
     """WooCommerce's `{"code", "message"}` when the body is one; (None, None) otherwise."""
     try:
         data = loads_json(response.content, max_bytes=ERROR_BODY_BYTES, what="error body")
@@ -526,7 +486,7 @@ def _error_body(response: _Reply) -> tuple[str | None, str | None]:
     )
 
 
-def _int_header(response: _Reply, name: str) -> int | None:
+def _int_header(response: Reply, name: str) -> int | None:
     value = response.headers.get(name)
     if value is None:
         return None

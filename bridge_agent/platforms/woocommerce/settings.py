@@ -1,29 +1,33 @@
-"""`WooSettings`: one `[[stores]]` entry with `platform = "woocommerce"`, checked and frozen.
+"""The WooCommerce store settings: the spec the adapter declares, and `WooSettings`, checked.
 
-The config loader already validated the keys it knows (`config.PLATFORMS["woocommerce"]`); this
-module turns the generic `StoreSettings` into the exact values the client and the mapping need, and
-checks again what a hand-built `StoreSettings` (tests, the simulator, a third-party caller) could
-get wrong. Every problem is collected and raised at once in one `ConfigError`, and no message ever
-quotes a credential.
+`SETTINGS` is the one definition of what a `[[stores]]` entry with `platform = "woocommerce"`
+takes beyond the common store keys. The adapter declares it (`WooCommerce.settings_spec`), and
+the config loader reads it through the entry point to check the file's keys; config itself knows
+nothing of WooCommerce. `WooSettings.from_store` turns the generic `StoreSettings` into the exact
+values the client and the mapping need, applying the same spec (`PlatformSpec.problems`) to what a
+hand-built `StoreSettings` (tests, the simulator, a third-party caller) could get wrong, plus the
+rules that span keys. Every problem is collected and raised at once in one `ConfigError`, and no
+message ever quotes a credential.
 
-Options read beyond the loader's contract (`api_prefix`, `per_page`, `verify_tls`):
+The options (docs/configuration.md), beyond `api_prefix`, `per_page` and `verify_tls`:
 
 - `prices_include_tax` (bool, default absent): WooCommerce's "prices entered with tax" store
   setting. The product JSON does not say it, so `Product.tax_included` stays None unless given.
 - `currency` (ISO 4217 code, default absent): the product JSON carries no currency either.
 - `seo_plugin` (`yoast`, `rankmath`, `aioseo`, `seopress`; default absent = try all in order):
   which plugin's post meta holds the SEO title and description (see `mapping.py`).
+- `webhook_url` (default absent): where the store reaches this agent's webhook receiver; when
+  set, the agent registers its webhooks, which needs `webhook_secret`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bridge_agent.config import Secret
+from bridge_agent.config import FrozenMap, OptionSpec, PlatformSpec, Secret
 from bridge_agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,7 +37,35 @@ if TYPE_CHECKING:
 MAX_PER_PAGE = 100
 DEFAULT_API_PREFIX = "/wp-json/wc/v3"
 SEO_PLUGINS: tuple[str, ...] = ("yoast", "rankmath", "aioseo", "seopress")
-_CURRENCY = re.compile(r"[A-Z]{3}")
+
+SETTINGS = PlatformSpec(
+    secrets=("consumer_key", "consumer_secret"),
+    optional_secrets=("webhook_secret",),
+    options=FrozenMap(
+        {
+            "api_prefix": OptionSpec(
+                "string", DEFAULT_API_PREFIX, pattern=r"/\S*", hint="a path starting with /"
+            ),
+            "per_page": OptionSpec("integer", MAX_PER_PAGE, minimum=1, maximum=MAX_PER_PAGE),
+            "verify_tls": OptionSpec("boolean", True),
+            # The product JSON says neither: store-wide WooCommerce settings.
+            "prices_include_tax": OptionSpec("boolean"),
+            "currency": OptionSpec(
+                "string", pattern=r"[A-Z]{3}", hint="an ISO 4217 code such as 'EUR'"
+            ),
+            "seo_plugin": OptionSpec(
+                "string",
+                pattern="|".join(SEO_PLUGINS),
+                hint=f"{', '.join(SEO_PLUGINS[:-1])} or {SEO_PLUGINS[-1]}",
+            ),
+            # The address at which the store reaches this agent's webhook receiver: https://
+            # behind a reverse proxy, or plain http:// to a loopback host (a store on the same
+            # machine, the simulator). When set, the agent registers its webhooks and
+            # re-activates them when WooCommerce disables them.
+            "webhook_url": OptionSpec("url"),
+        }
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,67 +103,37 @@ class WooSettings:
         problems: list[str] = []
 
         base_url = _check_url(settings.url, problems)
-        options: Mapping[str, Any] = settings.options
-        api_prefix = options.get("api_prefix", DEFAULT_API_PREFIX)
-        if not isinstance(api_prefix, str) or not re.fullmatch(r"/\S*", api_prefix):
-            problems.append(f"api_prefix must be a path starting with '/', got {api_prefix!r}")
-            api_prefix = DEFAULT_API_PREFIX
-        api_prefix = api_prefix.rstrip("/")
-
-        per_page = _integer(options.get("per_page", MAX_PER_PAGE), "per_page", 1, 100, problems)
         concurrency = _integer(settings.concurrency, "concurrency", 1, 64, problems)
         images_max = _integer(
             settings.images_max_per_product, "images_max_per_product", 0, 1000, problems
         )
-        verify_tls = options.get("verify_tls", True)
-        if not isinstance(verify_tls, bool):
-            problems.append(f"verify_tls must be true or false, got {type(verify_tls).__name__}")
-            verify_tls = True
-
-        secrets = settings.secrets
-        consumer_key = _secret(secrets, "consumer_key", required=True, problems=problems)
-        consumer_secret = _secret(secrets, "consumer_secret", required=True, problems=problems)
-        webhook_secret = _secret(secrets, "webhook_secret", required=False, problems=problems)
-        if options.get("webhook_url") and webhook_secret is None:
+        # The platform keys: by the spec the loader checked the file with (the one definition).
+        secrets: Mapping[str, Any] = settings.secrets
+        options: Mapping[str, Any] = settings.options
+        problems += SETTINGS.problems(secrets, options)
+        if options.get("webhook_url") and secrets.get("webhook_secret") is None:
             # Registered webhooks are signed with this secret; without it the agent could
             # neither register them nor verify what they deliver.
             problems.append("webhook_url needs a webhook_secret (the webhooks are signed with it)")
 
-        prices_include_tax = options.get("prices_include_tax")
-        if prices_include_tax is not None and not isinstance(prices_include_tax, bool):
-            problems.append("prices_include_tax must be true or false")
-            prices_include_tax = None
-        currency = options.get("currency")
-        if currency is not None and (
-            not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)
-        ):
-            problems.append(f"currency must be an ISO 4217 code such as 'EUR', got {currency!r}")
-            currency = None
-        seo_plugin = options.get("seo_plugin")
-        if seo_plugin is not None and seo_plugin not in SEO_PLUGINS:
-            problems.append(
-                f"seo_plugin must be one of {', '.join(SEO_PLUGINS)}, got {seo_plugin!r}"
-            )
-            seo_plugin = None
-
         if problems:
             raise ConfigError([f"{label}: woocommerce {p}" for p in problems])
-        assert consumer_key is not None
-        assert consumer_secret is not None
+        # Checked: each value is absent or right, and an absent one takes the spec's default.
+        values = {key: options.get(key, spec.default) for key, spec in SETTINGS.options.items()}
         return cls(
             store_id=settings.id,
             base_url=base_url,
-            consumer_key=consumer_key,
-            consumer_secret=consumer_secret,
-            webhook_secret=webhook_secret,
-            api_prefix=api_prefix,
-            per_page=per_page,
+            consumer_key=secrets["consumer_key"],
+            consumer_secret=secrets["consumer_secret"],
+            webhook_secret=secrets.get("webhook_secret"),
+            api_prefix=values["api_prefix"].rstrip("/"),
+            per_page=values["per_page"],
             concurrency=concurrency,
             images_max=images_max,
-            verify_tls=verify_tls,
-            prices_include_tax=prices_include_tax,
-            currency=currency,
-            seo_plugin=seo_plugin,
+            verify_tls=values["verify_tls"],
+            prices_include_tax=values["prices_include_tax"],
+            currency=values["currency"],
+            seo_plugin=values["seo_plugin"],
         )
 
 
@@ -160,21 +162,4 @@ def _integer(value: Any, key: str, minimum: int, maximum: int, problems: list[st
     if not minimum <= value <= maximum:
         problems.append(f"{key} must be from {minimum} to {maximum}, got {value}")
         return max(minimum, min(maximum, value))
-    return value
-
-
-def _secret(
-    secrets: Mapping[str, Any], key: str, *, required: bool, problems: list[str]
-) -> Secret | None:
-    value = secrets.get(key)
-    if value is None:
-        if required:
-            problems.append(f"needs {key}")
-        return None
-    if not isinstance(value, Secret):
-        problems.append(f"{key} must be a config.Secret (never a plain string)")
-        return None
-    if not value.reveal():
-        problems.append(f"{key} is empty")
-        return None
     return value

@@ -12,8 +12,10 @@ What it models, each with its platforms.md section:
   per-item errors and the 100-item limit (1.11; `writes.py`);
 - webhooks: async, coalesced, unordered, signed, no retries, auto-disable, the creation ping,
   `product.deleted` on trash only (1.8; `webhooks.py`);
-- hosts: latency, 500/503/429 with `Retry-After`, slow answers (1.10; `sim.Faults`);
-- a seeded realistic catalog (`generate.py`) and a control API for tests (`control.py`).
+- hosts: latency, 500/503/429 with `Retry-After`, slow answers (1.10; `core.faults.Faults`,
+  rendered as WordPress and its host answer in `app.py`);
+- a seeded realistic catalog (`generate.py`) and a control API for tests (`control.py`, with the
+  shared routes of `simulators/core/control.py`).
 
 What it deliberately does not model: orders, coupons, customers, reviews, attribute and
 variation writes over REST, sale schedules, grouped and external products' specifics, WP-Cron
@@ -28,8 +30,8 @@ Public API:
 - `await run_cli(products, port, latency_ms, fail_rate, seed)`: `bridge-agent simulate woocommerce`
 """
 
+from bridge_agent.simulators.core.delivery import signature
 from bridge_agent.simulators.woocommerce.app import make_app, run_cli, serve
 from bridge_agent.simulators.woocommerce.sim import Faults, WooSimulator
-from bridge_agent.simulators.woocommerce.webhooks import signature
 
 __all__ = ["Faults", "WooSimulator", "make_app", "run_cli", "serve", "signature"]

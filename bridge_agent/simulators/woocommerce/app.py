@@ -1,20 +1,24 @@
 """The aiohttp application: middlewares (stats, errors, faults, auth), `serve`, `run_cli`.
 
-Request path for `/wp-json/...`: count it (stats) → turn WooErrors into WordPress JSON errors →
-faults (latency, injected failures: a host/WAF sits in front of WordPress, so these come before
-authentication) → authentication (wc/ routes only, before routing, as the
-`rest_authentication_errors` filter runs) → the route. `/__sim/...` skips faults and auth.
+Request path for `/wp-json/...`: count it (stats) → turn WooErrors (and the shared control
+API's ControlErrors) into WordPress JSON errors → faults (latency, injected failures: a host/WAF
+sits in front of WordPress, so these come before authentication) → authentication (wc/ routes
+only, before routing, as the `rest_authentication_errors` filter runs) → the route.
+`/__sim/...` skips faults and auth. The counting, the fault draw and serving are the shared
+simulator parts (`simulators/core`); how a failure looks is WordPress's, here.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from ssl import SSLContext
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bridge_agent.simulators.core import faults
+from bridge_agent.simulators.core.control import ControlError, json_response
+from bridge_agent.simulators.core.serving import serve_app
 from bridge_agent.simulators.woocommerce import control, rest, rest_webhooks, uploads
 from bridge_agent.simulators.woocommerce.auth import Presented
 from bridge_agent.simulators.woocommerce.model import WooError, encode
@@ -42,7 +46,9 @@ _REASONS = {
 
 def make_app(sim: WooSimulator) -> web.Application:
     """The simulator as an aiohttp application (for `aiohttp_server` or an AppRunner)."""
-    app = web.Application(middlewares=[_stats, _errors, _rest_gate], client_max_size=32 * 1024**2)
+    app = web.Application(
+        middlewares=[sim.requests.middleware, _errors, _rest_gate], client_max_size=32 * 1024**2
+    )
     app[rest.SIM] = sim
     rest.add_routes(app)
     control.add_routes(app)
@@ -57,27 +63,14 @@ def make_app(sim: WooSimulator) -> web.Application:
 
 
 @web.middleware
-async def _stats(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resource = request.match_info.route.resource
-    route = f"{request.method} {resource.canonical if resource else request.path}"
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        request.app[rest.SIM].requests[(route, status)] += 1
-
-
-@web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except WooError as exc:
-        return rest.json_response(encode(exc.body()), status=exc.status, headers=exc.headers)
+        return json_response(encode(exc.body()), status=exc.status, headers=exc.headers)
+    except ControlError as exc:
+        error = WooError(exc.status, exc.code, exc.message)
+        return json_response(encode(error.body()), status=exc.status)
 
 
 @web.middleware
@@ -104,28 +97,15 @@ async def _rest_gate(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 async def _fault(sim: WooSimulator) -> web.Response | None:
-    f = sim.faults
-    rng = sim.rng
-    # Draw from the RNG only for the faults that are on, so turning one on mid-run does not
-    # shift the sequence of the others.
-    delay = f.latency_ms * (1 + rng.uniform(-f.jitter, f.jitter)) if f.latency_ms else 0.0
-    if f.slow_rate and rng.random() < f.slow_rate:
-        delay += f.slow_ms
-    if delay > 0:
-        await asyncio.sleep(delay / 1000)
-    status: int | None = None
-    if f.fail_next:
-        status, f.fail_next = f.fail_next[0], f.fail_next[1:]
-    elif f.fail_rate and f.fail_statuses and rng.random() < f.fail_rate:
-        status = rng.choice(f.fail_statuses)
+    status = await faults.draw(sim.faults, sim.rng)
     if status is None:
         return None
     if status == 500:
         # WordPress's fatal-error handler answers REST requests in JSON.
         error = WooError(500, "internal_server_error", _FATAL, data={})
-        return rest.json_response(encode({**error.body(), "additional_errors": []}), status=500)
+        return json_response(encode({**error.body(), "additional_errors": []}), status=500)
     reason = _REASONS.get(status, "Error")
-    headers = {"Retry-After": str(f.retry_after)} if status in (429, 503) else {}
+    headers = {"Retry-After": str(sim.faults.retry_after)} if status in (429, 503) else {}
     page = (
         f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1></body></html>"
     )
@@ -150,23 +130,16 @@ async def serve(
     With `warm`, product JSON is encoded before `ready` (about 1 s per 10 000 products, up to
     the cache size), so benchmarks measure the client, not the simulator's first renders.
     """
-    runner = web.AppRunner(make_app(sim), access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        bound = int(runner.addresses[0][1])
+
+    def bound(actual: int) -> None:
         if not sim.site_url_given:
             scheme = "https" if ssl_context else "http"
             name = f"[{host}]" if ":" in host else host
-            sim.catalog.site_url = f"{scheme}://{name}:{bound}"
+            sim.catalog.site_url = f"{scheme}://{name}:{actual}"
         if warm:
             sim.catalog.warm()
-        if ready is not None:
-            ready(bound)
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+
+    await serve_app(make_app(sim), host, port, bound=bound, ready=ready, ssl_context=ssl_context)
 
 
 async def run_cli(products: int, port: int, latency_ms: float, fail_rate: float, seed: int) -> None:

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bridge_agent.simulators.woocommerce.model import Attachment, Item, SimClock, Term, encode
+from bridge_agent.simulators.core.clock import SimClock
+from bridge_agent.simulators.woocommerce.model import Attachment, Item, Term, encode
 from bridge_agent.simulators.woocommerce.render import Renderer, own_price
 
 Listener = Callable[[str, int], None]

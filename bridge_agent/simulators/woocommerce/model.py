@@ -1,4 +1,4 @@
-"""The simulated store's records, its clock, and WordPress's JSON and error conventions.
+"""The simulated store's records and WordPress's JSON and error conventions.
 
 Records are slotted dataclasses holding tuples (not lists) so that 100 000 products and their
 variations stay small in memory: an empty tuple is a shared singleton, and generated strings that
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from typing import Any
+
+from bridge_agent.simulators.core.clock import parse_instant
 
 REST_PREFIX = "/wp-json/wc/v3"
 
@@ -101,11 +102,6 @@ def wall(ts: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
 
 
-_REST_DATE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
-)
-
-
 def parse_rest_date(value: str, utc_offset: int) -> int | None:
     """A `modified_after`-style parameter as wall-clock seconds in the site's frame, or None.
 
@@ -117,72 +113,17 @@ def parse_rest_date(value: str, utc_offset: int) -> int | None:
     (a real WordPress quirk, kept on purpose: platforms.md 7.6 says send zone-less GMT values).
     Fractions of a second are dropped, as MySQL DATETIME has none.
     """
-    m = _REST_DATE.match(value)
-    if m is None:
+    parsed = parse_instant(value)
+    if parsed is None:
         return None
-    try:
-        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-        naive = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError:
-        return None
-    seconds = int(naive.timestamp())
-    zone = m.group(7)
-    if zone is None:
+    seconds, offset = parsed
+    if offset is None:
         return seconds
-    if zone in ("Z", "z"):
-        offset = 0
-    else:
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        offset = sign * (int(digits[:2]) * 3600 + int(digits[2:4] or "0") * 60)
     return seconds - offset + utc_offset
 
 
 def site_timezone(utc_offset: int) -> timezone:
     return timezone(timedelta(seconds=utc_offset))
-
-
-class SimClock:
-    """The store's clock: wall time plus an offset, optionally frozen; second precision.
-
-    Product dates come from it, so tests can place a change on an exact second and probe the
-    exclusive `modified_after` boundary (platforms.md 1.8). OAuth timestamps are checked against
-    the real time instead, as the client signs with its own clock.
-    """
-
-    def __init__(self, floor: int = 0) -> None:
-        # Never earlier than `floor` (the generated catalog's newest date), so a machine whose
-        # clock is behind does not see products modified in its future.
-        self._offset = max(0, floor - int(time.time()))
-        self._frozen: int | None = None
-
-    def now(self) -> int:
-        if self._frozen is not None:
-            return self._frozen
-        return int(time.time()) + self._offset
-
-    @property
-    def frozen(self) -> bool:
-        return self._frozen is not None
-
-    def advance(self, seconds: int) -> None:
-        if self._frozen is not None:
-            self._frozen += seconds
-        else:
-            self._offset += seconds
-
-    def set(self, ts: int) -> None:
-        if self._frozen is not None:
-            self._frozen = ts
-        else:
-            self._offset = ts - int(time.time())
-
-    def freeze(self, on: bool) -> None:
-        if on and self._frozen is None:
-            self._frozen = self.now()
-        elif not on and self._frozen is not None:
-            self._offset = self._frozen - int(time.time())
-            self._frozen = None
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from bridge_agent.simulators.core.control import json_response
 from bridge_agent.simulators.woocommerce import writes
 from bridge_agent.simulators.woocommerce.auth import ApiKey
 from bridge_agent.simulators.woocommerce.catalog import Query
@@ -80,14 +81,6 @@ def permit(request: web.Request, action: str) -> None:
     if request.get(KEY) is None:
         code, message = _PERMISSIONS[action]
         raise WooError(401, code, message)
-
-
-def json_response(
-    body: bytes, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=body, status=status, content_type="application/json", charset="UTF-8", headers=headers
-    )
 
 
 def origin(request: web.Request) -> str:

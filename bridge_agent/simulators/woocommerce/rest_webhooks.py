@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge_agent.simulators.core.control import json_response
 from bridge_agent.simulators.woocommerce.model import (
     REST_PREFIX,
     WooError,
@@ -24,7 +25,6 @@ from bridge_agent.simulators.woocommerce.rest import (
     SIM,
     Params,
     Problems,
-    json_response,
     origin,
     page_response,
     params_of,

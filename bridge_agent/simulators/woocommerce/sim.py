@@ -1,5 +1,9 @@
 """`WooSimulator`: the whole simulated store (catalog, keys, webhooks, faults, clock, stats).
 
+The clock, the fault settings and the request counter are the shared simulator parts
+(`simulators/core`); `Faults` is re-exported here for the callers that import it from this
+package.
+
 Everything lives in one process and is changed only from the event loop, so there are no locks.
 The same seed gives the same catalog, keys and fault sequence (for the same request order).
 """
@@ -8,70 +12,25 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge_agent.simulators.core.clock import SimClock
+from bridge_agent.simulators.core.faults import Faults
+from bridge_agent.simulators.core.stats import RequestStats
 from bridge_agent.simulators.woocommerce import writes
 from bridge_agent.simulators.woocommerce.auth import ApiKey, Authenticator
 from bridge_agent.simulators.woocommerce.catalog import Catalog
 from bridge_agent.simulators.woocommerce.generate import Shape, populate
-from bridge_agent.simulators.woocommerce.model import Item, SimClock, WooError, encode
+from bridge_agent.simulators.woocommerce.model import Item, WooError, encode, wall
 from bridge_agent.simulators.woocommerce.webhooks import Dispatcher
 
 # Generated dates end here, so the same seed gives the same truth whatever the date today.
 DEFAULT_EPOCH = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 PLACEHOLDER_SITE = "http://shop.example"
 
-
-@dataclass
-class Faults:
-    """What goes wrong, per request to `/wp-json/` (never the control API or webhooks).
-
-    - `latency_ms` (+/- `jitter` as a fraction) before every answer;
-    - `fail_rate`: the fraction of requests answered by one of `fail_statuses` instead: 500 is
-      WordPress's fatal-error JSON, 503 and 429 come "from the host or WAF" with `Retry-After`
-      (platforms.md 1.10: core has no rate limit, hosts do);
-    - `slow_rate` of requests take `slow_ms` more (client timeouts);
-    - `fail_next`: exact statuses for the next requests, in order (deterministic tests).
-    """
-
-    latency_ms: float = 0.0
-    jitter: float = 0.1
-    fail_rate: float = 0.0
-    fail_statuses: tuple[int, ...] = (500, 503, 429)
-    retry_after: int = 1
-    slow_rate: float = 0.0
-    slow_ms: float = 2000.0
-    fail_next: tuple[int, ...] = ()
-
-    def update(self, changes: Mapping[str, Any]) -> None:
-        """Set the given fields, checking types; raises ValueError naming the bad field."""
-        known = {f.name: f for f in fields(self)}
-        for name, value in changes.items():
-            if name not in known:
-                raise ValueError(f"unknown fault {name!r}; known: {', '.join(known)}")
-            if name in ("fail_statuses", "fail_next"):
-                if not isinstance(value, list | tuple) or not all(
-                    isinstance(v, int) and 400 <= v <= 599 for v in value
-                ):
-                    raise ValueError(f"{name} must be a list of HTTP error statuses")
-                setattr(self, name, tuple(value))
-            elif name == "retry_after":
-                if not isinstance(value, int) or value < 0:
-                    raise ValueError("retry_after must be a non-negative integer")
-                self.retry_after = value
-            else:
-                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise ValueError(f"{name} must be a non-negative number")
-                if name.endswith("_rate") and value > 1:
-                    raise ValueError(f"{name} is a fraction between 0 and 1")
-                setattr(self, name, float(value))
-
-    def doc(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+__all__ = ["DEFAULT_EPOCH", "PLACEHOLDER_SITE", "Faults", "WooSimulator"]
 
 
 class WooSimulator:
@@ -122,7 +81,7 @@ class WooSimulator:
             coalesce=webhook_coalesce,
         )
         self.catalog.listeners.append(self.webhooks.notify)
-        self.requests: Counter[tuple[str, int]] = Counter()
+        self.requests = RequestStats()
 
     @classmethod
     def generate(
@@ -265,9 +224,6 @@ class WooSimulator:
     # -- stats ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        by_route: dict[str, dict[str, int]] = {}
-        for (route, status), n in sorted(self.requests.items()):
-            by_route.setdefault(route, {})[str(status)] = n
         deliveries = [
             {
                 "webhook_id": d.webhook_id,
@@ -282,8 +238,7 @@ class WooSimulator:
             for d in list(self.webhooks.log)[-200:]
         ]
         return {
-            "requests": by_route,
-            "requests_total": sum(self.requests.values()),
+            **self.requests.doc(),
             "webhooks": {
                 **self.webhooks.counts,
                 "by_webhook": {
@@ -294,6 +249,20 @@ class WooSimulator:
             },
             "products": sum(1 for _ in self.catalog.products()),
             "items": len(self.catalog.items),
+        }
+
+    async def drain_webhooks(self) -> dict[str, Any]:
+        await self.webhooks.drain()
+        return dict(self.webhooks.counts)
+
+    def clock_doc(self) -> dict[str, Any]:
+        now = self.clock.now()
+        return {
+            "now": now,
+            "now_gmt": wall(now),
+            "now_local": wall(now + self.catalog.utc_offset),
+            "frozen": self.clock.frozen,
+            "utc_offset_seconds": self.catalog.utc_offset,
         }
 
     async def close(self) -> None:

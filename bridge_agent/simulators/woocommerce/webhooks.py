@@ -26,26 +26,24 @@ Modelled:
 Deliberately different: deliveries only go to loopback hosts (WordPress's `wp_safe_remote_*`
 would in fact refuse exactly those); a delivery to any other host is refused and counted as a
 failure. A webhook paused after a delivery was queued still gets that delivery, as in WooCommerce.
+
+The transport (delayed jobs, loopback-only POSTs, drain, the signature) is the shared
+`simulators.core.delivery`; this module keeps WooCommerce's rules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
+import functools
 import hashlib
-import hmac
-import ipaddress
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
-
+from bridge_agent.simulators.core.delivery import Courier, signature
 from bridge_agent.simulators.woocommerce.model import REST_PREFIX, wall
 
 USER_AGENT = "WooCommerce/9.8.5 Hookshot (WordPress/6.8.1)"
@@ -73,20 +71,6 @@ def valid_topic(topic: str) -> bool:
     if resource == "action":
         return bool(event)
     return resource in ("coupon", "customer", "order", "product") and event in _EVENTS
-
-
-def signature(body: bytes, secret: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -178,8 +162,7 @@ class Dispatcher:
         self.max_failures = max_failures
         self.timeout, self.ping_timeout = timeout, ping_timeout
         self.coalesce = coalesce
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
+        self.courier = Courier()
         self._next_id = 0
 
     def new_id(self) -> int:
@@ -191,7 +174,7 @@ class Dispatcher:
     def notify(self, event: str, resource_id: int) -> None:
         """A catalog event: queue one delivery per active webhook of the matching topic."""
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             return  # changed outside a running server (e.g. while setting up): nothing listens
         for hook in self.webhooks.values():
@@ -202,12 +185,9 @@ class Dispatcher:
                 continue
             hook.pending.add(resource_id)
             wait = self.delay + self._rng.uniform(0, self.jitter)
-            task = loop.create_task(self._later(hook, resource_id, wait))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.courier.later(wait, functools.partial(self._deliver, hook, resource_id))
 
-    async def _later(self, hook: Webhook, resource_id: int, wait: float) -> None:
-        await asyncio.sleep(wait)
+    async def _deliver(self, hook: Webhook, resource_id: int) -> None:
         # The job leaves "pending" when it starts: an edit from now on queues a new one.
         hook.pending.discard(resource_id)
         body = (
@@ -230,7 +210,7 @@ class Dispatcher:
             "X-WC-Webhook-Delivery-ID": delivery_id,
         }
         record = Delivery(hook.id, hook.topic, resource_id, delivery_id, None, at=time.time())
-        record.status, record.error = await self._post(
+        record.status, record.error = await self.courier.post(
             hook.delivery_url, body, headers, self.timeout
         )
         self.counts["deliveries"] += 1
@@ -255,44 +235,16 @@ class Dispatcher:
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/x-www-form-urlencoded"}
         record = Delivery(hook.id, "ping", None, "", None, at=time.time())
         body = f"webhook_id={hook.id}".encode()
-        record.status, record.error = await self._post(
+        record.status, record.error = await self.courier.post(
             hook.delivery_url, body, headers, self.ping_timeout
         )
         self.counts["pings"] += 1
         self.log.append(record)
         return record
 
-    async def _post(
-        self, url: str, body: bytes, headers: dict[str, str], limit: float
-    ) -> tuple[int | None, str]:
-        if not is_loopback(url):
-            return None, "refused: the simulator only delivers to loopback addresses"
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        try:
-            async with self._session.post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,  # redirection: 0
-                timeout=aiohttp.ClientTimeout(total=limit),
-            ) as resp:
-                await resp.read()
-                return resp.status, ""
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
     async def drain(self) -> None:
         """Wait for every queued delivery (tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.courier.drain()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.courier.close()
