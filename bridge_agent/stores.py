@@ -54,12 +54,13 @@ from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
 from bridge_agent.platforms.base import Capability, WebhookRegistrar, capabilities_of
+from bridge_agent.platforms.http import RequestBudget, build_platform
 from bridge_agent.scheduling import Scheduler
 from bridge_agent.server import StoreView
 from bridge_agent.sources import StoreContext
 from bridge_agent.sources.hints import HintWorker
 from bridge_agent.sources.images import ImageChecker
-from bridge_agent.sources.importer import Importer
+from bridge_agent.sources.importer import Importer, freeze
 from bridge_agent.sources.poller import Poller
 from bridge_agent.sources.reconcile import Reconciler
 from bridge_agent.sources.spool import SpoolWatcher
@@ -296,6 +297,7 @@ class Stores(Mapping[str, StoreTasks]):
         self._on_recorded = on_recorded
         self._hub_hashes = hub_hashes
         self._entries: dict[str, StoreTasks] = {}
+        self._budgets: dict[str, RequestBudget] = {}  # one per store, shared by its adapters
         self.views: dict[str, StoreView] = {}
         self.routes: dict[str, WebhookRoute] = {}
 
@@ -320,10 +322,23 @@ class Stores(Mapping[str, StoreTasks]):
         verify = bool(store.options.get("verify_tls", True))  # per store, never for all at once
         http = self._open_client(timeout=STORE_CLIENT_TIMEOUT, verify=verify)
         try:
-            return Adapter(platforms.load(store.platform).from_settings(store, http), http)
+            factory = platforms.load(store.platform)
+            return Adapter(self._on_budget(factory, store, http), http)
         except BaseException:
             self._forget_client(http)
             raise
+
+    def _on_budget(
+        self, factory: type[Platform], store: StoreSettings, http: httpx.AsyncClient
+    ) -> Platform:
+        """An adapter whose every request goes through the store's one request budget."""
+        budget = self._budgets.get(store.id)
+        wanted = (store.concurrency, store.requests_per_second)
+        if budget is None or (budget.concurrency, budget.requests_per_second) != wanted:
+            # A new budget only when the store asks for another one: a reload that restarts
+            # the store for another reason keeps the pacing (and the slots) it had.
+            budget = self._budgets[store.id] = RequestBudget.for_store(store)
+        return build_platform(factory, store, http, budget=budget, metrics=self._metrics)
 
     def build(self, stores: Iterable[StoreSettings]) -> dict[str, Adapter]:
         """Adapters for these stores, or none: if one refuses its settings, the clients of those
@@ -339,14 +354,27 @@ class Stores(Mapping[str, StoreTasks]):
         return built
 
     @contextlib.asynccontextmanager
-    async def run_adapter(self, store: StoreSettings) -> AsyncIterator[Platform]:
-        """An adapter for one execution of a run (frozen settings); its client closes after.
-        (The importer's today; it moves to the store's one adapter.)"""
-        adapter = self.build_adapter(store)
+    async def run_adapter(self, settings: StoreSettings) -> AsyncIterator[Platform]:
+        """The adapter one execution of a run uses: the store's own.
+
+        A run keeps the settings it started with (`sources/importer.py` `freeze`); when those
+        are the store's current ones (nearly always), the run uses the store's adapter itself.
+        When the configuration changed since the run started, the run gets the same adapter
+        class built with its frozen settings on the store's own HTTP client and request budget:
+        no second connection pool and no second budget, so an import never doubles the load on
+        the store. That view is closed after the run (not the client: the store owns it).
+        """
+        entry = self._entries[settings.id]
+        if entry.platform is None or entry.http is None:
+            raise PlatformError(f"store {settings.id!r} is not running")
+        if freeze(settings) == freeze(entry.settings):
+            yield entry.platform
+            return
+        view = self._on_budget(type(entry.platform), settings, entry.http)
         try:
-            yield adapter.platform
+            yield view
         finally:
-            self._forget_client(adapter.http)
+            await close_platform(view, settings.id)
 
     # -- start and stop ------------------------------------------------------------------------
 
@@ -472,6 +500,7 @@ class Stores(Mapping[str, StoreTasks]):
         plan, settings, built = prepared.plan, prepared.settings, prepared.built
         for store_id in plan.having(StoreAction.REMOVE):
             await self.stop(store_id)
+            self._budgets.pop(store_id, None)
             log.info("store_removed", store=store_id)
         for store_id, action in plan.actions.items():
             if action in (StoreAction.KEEP, StoreAction.REMOVE):

@@ -448,3 +448,58 @@ async def test_webhook_url_without_a_secret_is_a_configuration_error(woo: Sim) -
     async with httpx.AsyncClient() as http:
         with pytest.raises(ConfigError, match="webhook_url needs a webhook_secret"):
             WooCommerce.from_settings(settings, http)
+
+
+# -- one adapter, one request budget per store -----------------------------------------------
+
+
+def _store_requests(metrics_text: str, store: str) -> int:
+    """The sum of `bridge_store_requests_total` for one store, over methods and outcomes."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("bridge_store_requests_total{") and f'store="{store}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+async def test_an_import_uses_the_store_adapter_client_and_budget(
+    tmp_path: Path, hub: Hub, woo: Sim
+) -> None:
+    await woo.http.post("/__sim/faults", json={"latency_ms": 5})
+    config = replace(make_config(tmp_path, hub.url), stores=(woo.settings(concurrency=2),))
+    agent = Agent(config)
+    ready = asyncio.Event()
+    task = asyncio.create_task(agent.run(ready=ready))
+    clients: set[int] = set()
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+
+        async def imported() -> bool:
+            clients.update(id(c) for c in agent._http_clients)  # every client ever open
+            async with StateStore.open(tmp_path / "state", read_only=True) as state:
+                run = await state.last_run("main", "import")
+                return run is not None and run.state == "done"
+
+        await until(imported, 60, what="the import")
+        entry = agent._stores["main"]
+        assert entry.platform is not None and entry.http is not None
+        store_http = entry.platform.client.layer  # type: ignore[attr-defined]
+        budget = agent._stores._budgets["main"]
+        assert store_http.budget is budget  # the store's one budget, with its concurrency
+        assert (budget.concurrency, budget.requests_per_second) == (2, 0.0)
+        rest = sum(
+            n
+            for route, codes in (await woo.stats())["requests"].items()
+            if "/wp-json/" in route
+            for n in codes.values()
+        )
+        counted = _store_requests(agent.metrics.render(), "main")
+        assert agent.shipper is not None
+        clients.discard(id(agent.shipper._hub._http))  # the hub's client is not the store's
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 30)
+    assert clients == {id(entry.http)}  # no second client: the import ran on the store's own
+    # Every REST request of the import, checks and polls went through the store's one budget
+    # (and its metrics); a request may be in flight at the sim when the metrics were read.
+    assert rest - 2 <= counted <= rest

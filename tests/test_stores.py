@@ -215,3 +215,30 @@ async def test_a_reload_keeps_unchanged_stores_and_rebuilds_changed_ones(
         agent.stop()
         await asyncio.wait_for(task, 20)
     assert not scheduler.running and scheduler.job_ids() == []
+
+
+async def test_a_run_uses_the_store_adapter_or_a_view_on_its_client(
+    tmp_path: Path, hub: Hub
+) -> None:
+    config = make_config(tmp_path, hub.url)
+    agent = Agent(config)
+    ready = asyncio.Event()
+    task = asyncio.create_task(agent.run(ready=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        stores = agent._stores
+        entry = stores["main"]
+        clients = len(agent._http_clients)
+        async with stores.run_adapter(entry.settings) as same:
+            assert same is entry.platform  # a run with the current settings: the store's own
+        (tmp_path / "frozen").mkdir()
+        frozen = replace(entry.settings, options={"catalog_dir": str(tmp_path / "frozen")})
+        async with stores.run_adapter(frozen) as view:
+            # A run frozen with other settings: the same class, with them, and no new client.
+            assert view is not entry.platform and type(view) is type(entry.platform)
+            assert view.catalog_dir == tmp_path / "frozen"  # type: ignore[attr-defined]
+            assert len(agent._http_clients) == clients
+        assert entry.http is not None and not entry.http.is_closed  # the store still owns it
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 20)

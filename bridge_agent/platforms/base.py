@@ -11,6 +11,13 @@ we ship, because hooks and webhooks are unordered, partial and sometimes wrong.
 
 **Required** of every adapter: `check`, `fetch_product`, `catalog`, `aclose`.
 
+**Settings**: an adapter declares its `[[stores]]` keys as `settings_spec` (a
+`config.PlatformSpec`: options with types and defaults, required and optional secrets) on the
+class its entry point loads; the config loader validates them through it, with the same messages
+for every platform, and knows no platform by name. An adapter without one gets the generic plugin
+rules. `from_settings` may also accept `budget` and `metrics` (`platforms/http.py`): the agent then
+hands it the store's one request budget, so every request to the store goes through it.
+
 **Capabilities** (Singer SDK's `PluginCapabilities` is the model): everything else is optional, and
 an adapter says what it offers in `capabilities`. The core asks, never assumes: the agent starts a
 modified-since poller only for `modified_since`, a reconciliation only for `product_ids`, routes

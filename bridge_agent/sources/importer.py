@@ -108,8 +108,11 @@ class Importer(StoreSource):
         self._hub_hashes = hub_hashes  # for `repair` runs (sources/repair.py); None: no hub
         self._images = images  # makes one image checker per run; None: no image checks
         self.store = store
-        # Runs use their frozen settings, not ctx.platform's: each execution builds its own
-        # adapter, on an HTTP client that is closed when the execution ends (or fails).
+        # Runs use their frozen settings: `build_platform` gives an execution the store's own
+        # adapter (stores.py `run_adapter`), or, when the configuration changed since the run
+        # started, that adapter's class with the frozen settings on the store's own client and
+        # request budget. Never a second connection pool or budget: an import does not double
+        # the load on the store.
         self._build = build_platform
         self._backoff = Backoff(base=2.0, cap=300.0)
         self._metrics.counter("bridge_import_products_total", "Products read by import runs.")
