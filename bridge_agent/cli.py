@@ -325,7 +325,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 adapter.from_settings(store, http)
                 offers[store.id] = capabilities_of(adapter)
             except ConfigError as exc:
-                problems += [f"[[stores]] {store.id!r}: {p}" for p in exc.problems]
+                # Name the store once: an adapter may already have (WooCommerce does).
+                label = f"[[stores]] {store.id!r}"
+                problems += [p if p.startswith(label) else f"{label}: {p}" for p in exc.problems]
     finally:
         asyncio.run(http.aclose())
     if problems:

@@ -285,6 +285,36 @@ url = "https://shop.example.com"
     assert "never awaited" not in result.stderr
 
 
+def test_validate_names_the_store_once_in_what_the_adapter_refuses(tmp_path: Path) -> None:
+    # The file is well formed, but the adapter refuses the combination: webhooks to register
+    # and no secret to sign them with.
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+[agent]
+id = "a"
+state_dir = "state"
+[hub]
+url = "http://127.0.0.1:9"
+token = "t0ken-value"
+[[stores]]
+id = "main"
+platform = "woocommerce"
+url = "https://shop.example.com"
+consumer_key = "ck_1"
+consumer_secret = "{WC_SECRET}"
+webhook_url = "https://agent.example.com/webhooks/woocommerce/main"
+""",
+        encoding="utf-8",
+    )
+    result = run("validate", "--config", str(config))
+    assert result.returncode == 78, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "webhook_url needs" in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].count("[[stores]] 'main'") == 1, lines[0]
+    assert WC_SECRET not in result.stderr + result.stdout
+
+
 # -- global options after the command (`bridge-agent validate --config FILE`) ----------------------
 
 
