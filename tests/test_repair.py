@@ -437,7 +437,9 @@ async def test_a_repair_resumes_after_its_checkpoint(
 
         async def finished() -> bool:
             run = await kit.state.last_run("main", "repair")
-            return run is not None and run.state == "done"
+            # The run is marked done before the importer clears its health: wait for both.
+            done = run is not None and run.state == "done"
+            return done and not kit.importer.health.failing
 
         await until(finished, 15)
     finally:
