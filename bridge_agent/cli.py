@@ -36,6 +36,7 @@ from bridge_agent.errors import BridgeError, ConfigError, InputError, StateStore
 from bridge_agent.health import Health
 from bridge_agent.inputs import loads_json, read_regular_file
 from bridge_agent.platforms.base import Capability, capabilities_of
+from bridge_agent.platforms.http import build_platform
 from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
 from bridge_agent.store import StateStore
@@ -322,7 +323,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for store in config.stores:
             try:
                 adapter = platforms.load(store.platform)
-                adapter.from_settings(store, http)
+                build_platform(adapter, store, http)  # an adapter's failure is a ConfigError
                 offers[store.id] = capabilities_of(adapter)
             except ConfigError as exc:
                 # Name the store once: an adapter may already have (WooCommerce does).

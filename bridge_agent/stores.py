@@ -229,12 +229,26 @@ class StoreChecker:
         health = self.health
         try:
             await self._platform.check()
-            await self._keep_webhooks()
         except PlatformError as exc:
             health.fail("unreachable", str(exc))
-        else:
-            if health.state in ("starting", "unreachable") or health.failing:
-                health.ok()
+            return
+        try:
+            await self._keep_webhooks()
+        except PlatformError as exc:
+            # The store answers; its webhooks are what failed (often a key without write
+            # access to them). Changes still arrive by polling and reconciliation, so say that,
+            # once in the event log, and keep trying at each check.
+            message = (
+                f"webhooks for {self._webhook_url} could not be registered or re-activated:"
+                f" {exc}; changes arrive by polling and reconciliation until this is fixed"
+            )
+            if health.state != "webhooks_failing":
+                log.warning("webhooks_failing", store=self.store_id, error=str(exc))
+                await self._state.log_event(message, level="error", store=self.store_id)
+            health.fail("webhooks_failing", message)
+            return
+        if health.state in ("starting", "unreachable", "webhooks_failing") or health.failing:
+            health.ok()
 
     async def _keep_webhooks(self) -> None:
         url, platform = self._webhook_url, self._platform
@@ -370,7 +384,15 @@ class Stores(Mapping[str, StoreTasks]):
         if freeze(settings) == freeze(entry.settings):
             yield entry.platform
             return
-        view = self._on_budget(type(entry.platform), settings, entry.http)
+        # The store's budget as it is, even when the frozen settings ask for another pace: the
+        # store is asked through one budget at a time, and a run never replaces it.
+        view = build_platform(
+            type(entry.platform),
+            settings,
+            entry.http,
+            budget=self._budgets[settings.id],
+            metrics=self._metrics,
+        )
         try:
             yield view
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge_agent import cli
 from bridge_agent.config import (
     Config,
     FrozenMap,
@@ -82,6 +83,14 @@ class Confused:
     settings_spec = ("token",)  # a declaration of another kind
 
 
+class Fragile:
+    """A plugin adapter whose `from_settings` fails with something other than ConfigError."""
+
+    @classmethod
+    def from_settings(cls, settings: object, http: object) -> None:
+        raise KeyError("region")
+
+
 @pytest.fixture
 def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Install the plugin adapters above (and a broken one) beside the real ones."""
@@ -89,6 +98,7 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
         "outlet": f"{__name__}:Outlet",
         "acme": f"{__name__}:Acme",
         "confused": f"{__name__}:Confused",
+        "fragile": f"{__name__}:Fragile",
         "broken": "bridge_agent_no_such_plugin:Adapter",
     }
 
@@ -539,7 +549,7 @@ def test_unknown_platform_names_the_installed_ones(tmp_path: Path, platform: str
     message = only_problem(tmp_path, AGENT + HUB + text)
     assert message.startswith(
         f"[[stores]] #1 (id 'main') platform: unknown platform '{platform}' "
-        "(installed: acme, broken, confused, jsondir, outlet, woocommerce)"
+        "(installed: acme, broken, confused, fragile, jsondir, outlet, woocommerce)"
     )
     assert message.endswith("(did you mean 'outlet'?)") == (platform == "outlets")
 
@@ -948,3 +958,17 @@ def test_a_linked_config_is_read(tmp_path: Path) -> None:
     real = write(tmp_path, MINIMAL, name="real.toml")
     (tmp_path / "agent.toml").symlink_to(real)
     assert load_config(tmp_path / "agent.toml", env={}).agent.id == "shop-01"
+
+
+@pytest.mark.usefixtures("plugins")
+def test_an_adapter_that_fails_on_its_settings_is_a_config_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not a traceback from `validate`, nor a dead reloader: exit 78 with the store named.
+    text = AGENT + HUB + '[[stores]]\nid = "f"\nplatform = "fragile"\nurl = "https://f.example"\n'
+    path = write(tmp_path, text)
+    assert cli.main(["--config", str(path), "validate"]) == 78
+    err = capsys.readouterr().err
+    assert "[[stores]] 'f': the Fragile adapter could not be built from these settings:" in err
+    assert "KeyError: 'region'" in err
+    assert "Traceback" not in err

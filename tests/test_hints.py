@@ -124,6 +124,28 @@ async def test_a_refused_hint_is_tried_a_bounded_number_of_times_then_dropped_lo
     assert hint_row(state, "2") is None  # the store is back for it too
 
 
+async def test_failures_during_an_outage_do_not_count_toward_giving_up(
+    state: StateStore, store: Refusing
+) -> None:
+    # The store was down for a while, then answers one 400 (a WAF rule being edited): only the
+    # permanent answers count, so the hint is kept until the bound of them is reached.
+    worker = HintWorker(context(state, store), backoff=NO_WAIT)
+    await state.add_hints("main", ["1"], "webhook")
+    store.refuse = {"1": 503}
+    for _ in range(MAX_PERMANENT_TRIES + 1):
+        await worker.process_once()
+    store.refuse = {"1": 400}
+    for _ in range(MAX_PERMANENT_TRIES - 1):
+        await worker.process_once()
+    row = hint_row(state, "1")
+    assert row is not None and row[0] == 2 * MAX_PERMANENT_TRIES  # every failure backs off
+    assert not [e for e in await state.events() if e.product == "1"]
+    await worker.process_once()  # the last permanent answer of the bound
+    assert hint_row(state, "1") is None
+    [event] = [e for e in await state.events() if e.product == "1"]
+    assert f"answered 400 to {MAX_PERMANENT_TRIES} re-fetches" in event.message
+
+
 async def test_a_refused_hint_still_refused_after_a_new_change_is_reported_again(
     state: StateStore, store: Refusing
 ) -> None:

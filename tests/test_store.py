@@ -190,6 +190,27 @@ def test_durability_settings(tmp_path: Path) -> None:
         store.close_sync()
 
 
+def test_a_state_of_an_older_version_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    # A state written by the first release (schema 1) holding a pending hint: opening it with
+    # this one applies the later migrations and keeps the hint, its count of refusals at 0.
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute(
+        "INSERT INTO hints (store, id, source, received_at, attempts) VALUES"
+        " ('main', '7', 'webhook', 1, 2)"
+    )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    store = StateStore.open_sync(tmp_path)
+    try:
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        row = store._conn.execute("SELECT attempts, refused FROM hints WHERE id='7'").fetchone()
+        assert tuple(row) == (2, 0)
+    finally:
+        store.close_sync()
+
+
 def test_newer_schema_is_refused_with_guidance(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / DB_NAME)
     conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")

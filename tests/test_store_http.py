@@ -35,6 +35,7 @@ from bridge_agent.platforms.base import failure_of
 from bridge_agent.platforms.http import (
     REQUEST_SECONDS_METRIC,
     REQUESTS_METRIC,
+    Reply,
     ReplyTooLarge,
     RequestBudget,
     StoreHttp,
@@ -335,6 +336,35 @@ async def test_5xx_is_never_resent_for_a_write(kit: Kit, method: str) -> None:
     assert (error.status, error.outcome, error.permanent) == (500, Outcome.AMBIGUOUS, False)
     assert "may or may not have been applied" in str(error)
     assert kit.requests(method, Outcome.AMBIGUOUS) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "refined", "sent", "raised"),
+    [
+        # A 2xx whose body says "internal error": a write may have applied, a read is retried.
+        ("POST", Outcome.TRANSIENT, 1, PlatformAmbiguous),
+        ("GET", Outcome.TRANSIENT, 4, PlatformUnavailable),
+        # A body that says nothing ran (GraphQL THROTTLED) leaves a write safe to resend.
+        ("POST", Outcome.RATE_LIMITED, 4, PlatformUnavailable),
+    ],
+)
+async def test_a_2xx_body_read_as_a_failure_is_resent_only_when_safe(
+    kit: Kit, method: str, refined: Outcome, sent: int, raised: type[PlatformError]
+) -> None:
+    def read(reply: Reply) -> bytes:
+        raise PlatformUnavailable("INTERNAL_SERVER_ERROR in the body", outcome=refined)
+
+    with pytest.raises(raised) as caught:
+        await kit.layer().send(
+            method,
+            lambda: kit.http.build_request(method, kit.url("w"), json={"x": 1}),
+            where=f"{method} /r/w",
+            read=read,
+        )
+    assert kit.store.count("w") == sent
+    assert type(caught.value) is raised
+    if raised is PlatformAmbiguous:
+        assert caught.value.outcome is Outcome.AMBIGUOUS
 
 
 async def test_a_write_marked_idempotent_is_retried(kit: Kit) -> None:

@@ -12,7 +12,12 @@ import pytest
 
 from bridge_agent.agent import Agent
 from bridge_agent.config import Secret, StoreSettings
-from bridge_agent.stores import ReloadPlan, StoreAction, plan_reload
+from bridge_agent.errors import PlatformAuthFailed, PlatformUnavailable
+from bridge_agent.health import Health
+from bridge_agent.platforms.base import WebhookAction
+from bridge_agent.platforms.jsondir import JsonDir
+from bridge_agent.store import StateStore
+from bridge_agent.stores import ReloadPlan, StoreAction, StoreChecker, plan_reload
 from bridge_agent.testing.waiting import until
 from tests.conftest import Hub, make_config
 
@@ -239,6 +244,58 @@ async def test_a_run_uses_the_store_adapter_or_a_view_on_its_client(
             assert view.catalog_dir == tmp_path / "frozen"  # type: ignore[attr-defined]
             assert len(agent._http_clients) == clients
         assert entry.http is not None and not entry.http.is_closed  # the store still owns it
+        # Frozen with another pace, the run still goes through the store's one budget.
+        budget = stores._budgets["main"]
+        paced = replace(entry.settings, concurrency=entry.settings.concurrency + 4)
+        async with stores.run_adapter(paced):
+            assert stores._budgets["main"] is budget
+        assert stores._budgets["main"] is budget
     finally:
         agent.stop()
         await asyncio.wait_for(task, 20)
+
+
+class Hooked(JsonDir):
+    """A store that answers its check but may refuse to register webhooks (a read-only key)."""
+
+    def __init__(self, catalog: Path) -> None:
+        super().__init__("main", catalog)
+        self.down = False
+        self.refuse = True
+        self.registered = 0
+
+    async def check(self) -> None:
+        if self.down:
+            raise PlatformUnavailable("store answered 503")
+
+    async def register_webhooks(self, delivery_url: str) -> list[WebhookAction]:
+        if self.refuse:
+            raise PlatformAuthFailed("POST /webhooks: 401 woocommerce_rest_cannot_create")
+        self.registered += 1
+        return [WebhookAction("product.updated", "7", "created")]
+
+    async def reactivate_disabled_webhooks(
+        self, delivery_url: str | None = None
+    ) -> list[WebhookAction]:
+        return []
+
+
+async def test_a_webhook_registration_failure_is_not_an_unreachable_store(
+    tmp_path: Path, state: StateStore
+) -> None:
+    platform = Hooked(tmp_path)
+    health = Health("store:main")
+    checker = StoreChecker(platform, health, state, "main", "https://agent.example/webhooks/x")
+    for _ in range(3):  # every check tries again; the event log says it once
+        await checker.check_once()
+    assert health.state == "webhooks_failing" and health.failing
+    assert "could not be registered or re-activated" in health.detail
+    assert "polling and reconciliation" in health.detail
+    errors = [e for e in await state.events(levels=["error"]) if "webhooks for" in e.message]
+    assert len(errors) == 1
+    platform.down = True  # a real outage is still told as one
+    await checker.check_once()
+    assert health.state == "unreachable"
+    platform.down, platform.refuse = False, False
+    await checker.check_once()
+    assert not health.failing and platform.registered == 1

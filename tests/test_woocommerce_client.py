@@ -930,6 +930,66 @@ async def test_a_store_serving_the_same_page_forever_stops_the_walk(
     assert len(kit.fake.requests("/products")) <= 4  # stopped at once, not after 200 laps
 
 
+def empty_but_more(total_pages: str) -> Fault:
+    """A store (or cache) that answers an empty page while its totals say pages follow."""
+    headers = {"X-WP-Total": "500", "X-WP-TotalPages": total_pages}
+    return lambda: web.json_response([], headers=headers)
+
+
+@pytest.mark.parametrize("walk", ["catalog", "product_ids", "modified_since"])
+async def test_an_empty_page_the_store_says_is_not_the_last_stops_the_walk(
+    kit: Kit, walk: str
+) -> None:
+    kit.fake.fail("/products", *[empty_but_more("100000")] * 200)
+    adapter = kit.adapter(per_page=10, concurrency=4)
+    walks = {
+        "catalog": adapter.catalog,
+        "product_ids": adapter.product_ids,
+        "modified_since": lambda: adapter.modified_since(datetime(2024, 1, 1, tzinfo=UTC)),
+    }
+    with pytest.raises(PlatformUnavailable) as caught:
+        async for _ in walks[walk]():
+            pass
+    assert "came back empty while the store says it has 100000 pages" in str(caught.value)
+    assert len(kit.fake.requests("/products")) <= 5  # not walked to its advertised end
+
+
+async def test_a_listing_that_shrank_under_the_walk_ends_it_quietly(kit: Kit) -> None:
+    # Page 2 of 3 was asked for after products were deleted: empty, and its totals end before it.
+    kit.fake.fail(
+        "/products",
+        lambda: web.json_response(
+            [make_product(n) for n in range(1, 11)],
+            headers={"X-WP-Total": "30", "X-WP-TotalPages": "3"},
+        ),
+        lambda: web.json_response([], headers={"X-WP-Total": "8", "X-WP-TotalPages": "1"}),
+        lambda: web.json_response([], headers={"X-WP-Total": "8", "X-WP-TotalPages": "1"}),
+    )
+    pages = await collect(kit.adapter(per_page=10, concurrency=1).catalog())
+    assert [p.id for page in pages for p in page.products] == [str(n) for n in range(1, 11)]
+
+
+async def test_a_product_edited_again_during_a_modified_walk_is_no_loop(kit: Kit) -> None:
+    # One product per page, all saved in the same second (the walk goes page by page): product
+    # 3 is edited again while walked, moves to the end and is served twice under its id.
+    at = "2024-05-01T08:00:00"
+    later = "2024-05-01T08:00:05"
+    served = [
+        [make_product(1, date_modified_gmt=at)],
+        [make_product(3, date_modified_gmt=at)],
+        [make_product(3, date_modified_gmt=later)],
+        [],
+    ]
+    kit.fake.products = {}
+    kit.fake.fail(
+        "/products", *[(lambda items=items: web.json_response(items)) for items in served]
+    )
+    adapter = kit.adapter(per_page=1, concurrency=1)
+    since = datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)
+    seen = [p.id for batch in await collect(adapter.modified_since(since)) for p in batch]
+    assert seen == ["1", "3", "3"]  # both versions of product 3, and no PagingLoop
+
+
 async def test_a_refused_variations_listing_is_a_permanent_failure_of_that_product(
     kit: Kit,
 ) -> None:
@@ -952,6 +1012,27 @@ async def test_batch_fetch_reports_a_refused_product_as_permanent(kit: Kit) -> N
     assert sorted(result.found) == ["1"]
     failure = result.failed["9"]
     assert (failure.status, failure.permanent) == (400, True)
+
+
+async def test_a_batch_listing_refused_for_good_is_read_one_id_at_a_time(kit: Kit) -> None:
+    # A WAF answers the long `include=` query string with 414, for good: each id is then asked
+    # alone, so a product the store refuses is a permanent failure of that product only.
+    kit.fake.products = {1: make_product(1), 2: make_product(2)}
+    kit.fake.fail("/products", lambda: error(414, "uri_too_long", "Request-URI Too Long"))
+    kit.fake.fail("/products/2", lambda: error(400, "rest_invalid_param", "Invalid parameter"))
+    result = await kit.adapter().fetch_products(["1", "2", "3"])
+    assert sorted(result.found) == ["1"]
+    assert (result.failed["2"].status, result.failed["2"].permanent) == (400, True)
+    assert "3" in result.missing
+    assert len(kit.fake.requests("/products")) == 1
+
+
+async def test_a_batch_listing_the_store_cannot_answer_now_fails_the_call(kit: Kit) -> None:
+    kit.fake.products = {1: make_product(1)}
+    kit.fake.fail("/products", *[lambda: web.Response(status=503)] * 10)
+    with pytest.raises(PlatformUnavailable):
+        await kit.adapter().fetch_products(["1"])
+    assert kit.fake.requests("/products/1") == []  # retried later as a whole, not id by id
 
 
 async def test_errors_carry_status_headers_and_outcome(kit: Kit) -> None:

@@ -64,6 +64,7 @@ import httpx
 import structlog
 
 from bridge_agent.errors import (
+    ConfigError,
     InputError,
     Outcome,
     PlatformAmbiguous,
@@ -459,7 +460,15 @@ class StoreHttp:
             try:
                 return read(reply)
             except PlatformError as exc:
-                return _attach(exc, reply, Outcome.INVALID)
+                error = _attach(exc, reply, Outcome.INVALID)
+                if not idempotent and error.outcome is Outcome.TRANSIENT:
+                    # The store took the write and said something went wrong in a 2xx body (a
+                    # GraphQL INTERNAL_SERVER_ERROR): it may have applied, so never resend it
+                    # as is. A refinement that says nothing ran (RATE_LIMITED) stays retryable.
+                    return _ambiguous(
+                        str(error), method, status=reply.status, headers=reply.headers
+                    )
+                return error
         said = describe(reply) if describe is not None else None
         if said is None:
             said = error_for(
@@ -547,4 +556,17 @@ def build_platform(
         extra["budget"] = budget
     if metrics is not None and (keywords or "metrics" in accepts):
         extra["metrics"] = metrics
-    return factory.from_settings(settings, http, **extra)
+    try:
+        return factory.from_settings(settings, http, **extra)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # An adapter (a plugin's, perhaps) that fails on its settings with anything else: still
+        # a problem of this store's configuration for `validate` (exit 78) and a reload (kept
+        # running on the old settings), never a traceback or a dead reloader.
+        name = getattr(factory, "name", None) or factory.__name__
+        problem = (
+            f"[[stores]] {settings.id!r}: the {name} adapter could not be built from these"
+            f" settings: {type(exc).__name__}: {exc}"
+        )
+        raise ConfigError([problem]) from exc

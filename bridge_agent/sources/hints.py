@@ -5,8 +5,8 @@ re-fetches the hinted products from the store and records them, deleting each hi
 transaction as its product (so a crash in between re-fetches, never loses). A re-fetch that fails
 leaves the hint with a backoff, its attempt counted and the store's answer as its last error; the
 store's health says why. A product that keeps answering a permanent error is given up after
-`refetch.MAX_PERMANENT_TRIES` attempts (counting every failed attempt of the hint, the last one
-permanent): its hint is deleted in the transaction that writes the event saying so, with the
+`refetch.MAX_PERMANENT_TRIES` permanent answers (the hint's `refused`; failures during an outage
+do not count): its hint is deleted in the transaction that writes the event saying so, with the
 status and message (guarantee 7). Transient failures are retried with the backoff, however long.
 """
 
@@ -55,7 +55,7 @@ class HintWorker(StoreSource):
         if not hints:
             return 0
         fetched = await self._refetch.fetch(
-            sorted({h.id for h in hints}), tries={h.id: h.attempts for h in hints}
+            sorted({h.id for h in hints}), tries={h.id: h.refused for h in hints}
         )
         done = [h for h in hints if h.id in fetched]
         changes = [c for c in fetched.values() if c is not None]
@@ -70,6 +70,7 @@ class HintWorker(StoreSource):
                 error="re-fetch failed",
                 delay=self._backoff.delay(attempts),
                 errors={h.id: failures[h.id].message for h in failed if h.id in failures},
+                refused={i for i, f in failures.items() if f.permanent},
             )
         elif self.health.failing:
             self.health.ok("receiving")

@@ -9,13 +9,14 @@ is left out of the result so that the caller keeps its hint for a later try.
 Giving up (guarantee 7, for the hint paths that opt in with `give_up=True`). A product whose
 store answers a permanent error (`ItemFailure.permanent`: a 4xx other than 401/403/404/408/409/
 429) would otherwise keep its hint forever, re-fetched every few minutes. After
-`MAX_PERMANENT_TRIES` tries, the last of them permanent, the product is given up: it is in the
+`MAX_PERMANENT_TRIES` permanent answers, the product is given up: it is in the
 result as None (nothing to record, so the caller settles its hint like a recorded one) and in
 `given_up`, and `record()` writes an error event with the product id, the HTTP status and the
 store's message in the transaction that settles the hint. A later change of the product is a new
 hint and is fetched again. Transient failures (5xx, 429, timeouts) never give up: they keep their
-hint and the caller's backoff. The tries are counted by the caller where it persists them (a
-webhook hint's `attempts`), else here in memory (spool files and reconciliation suspects).
+hint and the caller's backoff, and do not count toward the bound. The permanent answers are
+counted by the caller where it persists them (a webhook hint's `refused`), else here in memory
+(spool files and reconciliation suspects).
 Repair runs do not opt in: a run that cannot read a product pauses and is given up as a whole,
 with its reason, after its own bounded number of failures (`sources/importer.py`).
 """
@@ -82,8 +83,8 @@ class Refetcher:
         failures are in `failures` until the next call.
 
         With `give_up`, a product given up is in the result as None and in `given_up` until
-        `record()`. `tries`: how many times each id failed before (a hint's persisted attempts);
-        without it, permanent failures are counted here.
+        `record()`. `tries`: how many permanent answers each id had before (a hint's persisted
+        `refused`); without it, permanent failures are counted here.
         """
         self.failures, self.given_up = {}, {}
         out: dict[str, Change | None] = {}

@@ -6,10 +6,12 @@ product: a burst coalesces. `received_at` changes whenever a new hint arrives, a
 is conditioned on it, so a hint that landed during the re-fetch is never deleted by it: the newer
 change gets its own re-fetch.
 
-A re-fetch that fails leaves the hint with `attempts` counted, `last_error` and a `next_at` to try
-again (backoff). A hint whose product keeps answering a permanent error is dropped after a bounded
-number of tries, in the transaction that writes the event saying so (guarantee 7, see
-`sources/refetch.py`): never retried every few minutes forever.
+A re-fetch that fails leaves the hint with `attempts` counted (its backoff), `last_error` and a
+`next_at` to try again. A permanent answer (a 4xx about this product) is also counted in
+`refused`, apart: an outage before it (the store down, 5xx) says nothing about the product, so
+only the store's permanent answers count toward the bound after which the hint is dropped, in
+the transaction that writes the event saying so (guarantee 7, see `sources/refetch.py`): never
+retried every few minutes forever, never dropped for one 400 after an outage.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Hint:
     source: str
     received_at: int  # microseconds; identifies this hint (a newer one replaces it)
     attempts: int = 0  # re-fetches of this product that failed since it was first hinted
+    refused: int = 0  # of those, the ones the store answered with a permanent error
 
 
 def add(tx: Transaction, store: str, ids: Sequence[str], source: str) -> None:
@@ -45,7 +48,7 @@ def add(tx: Transaction, store: str, ids: Sequence[str], source: str) -> None:
 
 def due(db: sqlite3.Connection, store: str, now: int, limit: int) -> list[Hint]:
     rows = db.execute(
-        "SELECT store, id, source, received_at, attempts FROM hints"
+        "SELECT store, id, source, received_at, attempts, refused FROM hints"
         " WHERE store=? AND next_at<=? ORDER BY received_at LIMIT ?",
         (store, now, limit),
     ).fetchall()
@@ -60,12 +63,16 @@ def settle(tx: Transaction, hints: Sequence[Hint]) -> None:
     )
 
 
-def defer(tx: Transaction, failed: Sequence[tuple[Hint, str]], until: int) -> None:
-    """Leave (hint, error) for another try at `until` (epoch ms), one more attempt counted."""
+def defer(tx: Transaction, failed: Sequence[tuple[Hint, str, bool]], until: int) -> None:
+    """Leave (hint, error, permanent) for another try at `until` (epoch ms), one more attempt
+    counted, and one more refusal when the store's answer was permanent."""
     tx.executemany(
-        "UPDATE hints SET attempts=attempts+1, last_error=?, next_at=?"
+        "UPDATE hints SET attempts=attempts+1, refused=refused+?, last_error=?, next_at=?"
         " WHERE store=? AND id=? AND received_at=?",
-        [(error, until, h.store, h.id, h.received_at) for h, error in failed],
+        [
+            (int(permanent), error, until, h.store, h.id, h.received_at)
+            for h, error, permanent in failed
+        ],
     )
 
 

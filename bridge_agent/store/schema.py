@@ -24,7 +24,9 @@ Tables:
 - `hints`: products a webhook said changed, committed before the webhook is answered 2xx; the
   hint worker re-fetches them and deletes each hint in the transaction that records the product.
   One row per product (a burst coalesces); `received_at` changes when a new hint arrives, so a
-  hint that landed during the re-fetch is never deleted by it.
+  hint that landed during the re-fetch is never deleted by it. `attempts` counts every failed
+  re-fetch (the backoff), `refused` (migration 2) the permanent answers among them (the bound of
+  guarantee 7).
 - `events`: what operators read: time, level, store, product, HTTP status, message.
 """
 
@@ -112,5 +114,10 @@ MIGRATIONS: tuple[str, ...] = (
         message TEXT NOT NULL
     );
     CREATE INDEX events_at ON events (at);
+    """,
+    # 2: a hint counts the store's permanent answers apart from its other failures (guarantee
+    # 7 gives up after a bound of permanent answers; an outage before them must not count).
+    """
+    ALTER TABLE hints ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
     """,
 )

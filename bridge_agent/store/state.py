@@ -30,7 +30,15 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -248,14 +256,15 @@ class StateStore:
         error: str,
         delay: float,
         errors: Mapping[str, str] | None = None,
+        refused: Collection[str] = (),
     ) -> None:
         """Leave hints whose re-fetch failed for a later try, `delay` seconds from now, with
-        why (`errors` by product id, else `error`)."""
+        why (`errors` by product id, else `error`); `refused`: the product ids the store
+        answered with a permanent error (counted apart, guarantee 7)."""
         why = errors or {}
         until = now_ms() + int(delay * 1000)
-        await self._transact(
-            lambda tx: hints.defer(tx, [(h, why.get(h.id, error)) for h in failed], until)
-        )
+        deferred = [(h, why.get(h.id, error), h.id in refused) for h in failed]
+        await self._transact(lambda tx: hints.defer(tx, deferred, until))
 
     async def hint_count(self, store: str | None = None) -> int:
         return await self._read(lambda db: hints.count(db, store))

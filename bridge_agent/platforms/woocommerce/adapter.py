@@ -209,7 +209,10 @@ class WooCommerce:
         """`GET /products?include=a,b,...&status=any` (100 ids per request, `concurrency` requests
         at once); ids the listing leaves out are fetched one by one: a trashed product (which
         `status=any` hides but which still exists, as `archived`), a variation id (not a
-        product), or one deleted meanwhile. A listing that fails fails the whole call."""
+        product), or one deleted meanwhile. A listing the store cannot answer now (5xx, 429,
+        timeout) or whose key it refuses fails the whole call; a listing it refuses for good (a
+        WAF's 414 or 400 on a long query string, a plugin that rejects `include`) is read one
+        id at a time instead, so each product gets its own answer and guarantee 7 its bound."""
         wanted = list(dict.fromkeys(i for i in ids if _digits(i)))
         answers: dict[str, Product | ItemFailure | None] = {
             i: None for i in ids if not _digits(i)
@@ -217,10 +220,22 @@ class WooCommerce:
 
         async def chunk(part: list[str]) -> None:
             params: Params = {"include": ",".join(part), "status": "any", "orderby": "id"}
-            async with self._slots:
-                listed = await self.client.list_page(
-                    "/products", params, page=1, page_size=MAX_PER_PAGE
+            try:
+                async with self._slots:
+                    listed = await self.client.list_page(
+                        "/products", params, page=1, page_size=MAX_PER_PAGE
+                    )
+            except PlatformError as exc:
+                if not exc.permanent or isinstance(exc, PlatformAuthFailed):
+                    raise
+                log.warning(
+                    "woocommerce_batch_fetch_refused",
+                    store=self.settings.store_id,
+                    ids=len(part),
+                    status=exc.status,
+                    error=str(exc),
                 )
+                return  # these ids are left out: fetched one by one below
             items = [i for i in listed.items if str(i.get("id")) in part]
             failures: list[ItemFailure] = []
             for product in await self._map_many(items, failures):
@@ -495,14 +510,15 @@ class WooCommerce:
             }
             async with self._slots:
                 listed = await self.client.list_page("/products", params, page=page, page_size=size)
-            _check_page(walk, page, listed, f"modified after {params['modified_after']}")
+            window = f"modified after {params['modified_after']}"
+            _check_page(walk, page, listed, window, versions=True)
             fresh = [i for i in listed.items if _seen_key(i) not in seen]
             seen.update(_seen_key(i) for i in fresh)
             if fresh:
                 products = await self._map_many(fresh)
                 if products:
                     yield products
-            if _is_last(page, listed, size):
+            if not listed.items or _is_last(page, listed, size):
                 return
             last = _parse_gmt(listed.items[-1].get("date_modified_gmt"))
             restart = last - timedelta(seconds=1) if last is not None else None
@@ -643,10 +659,31 @@ def _is_last(page: int, listed: ListPage, size: int) -> bool:
     return len(listed.items) < size
 
 
-def _check_page(walk: PageGuard, page: int, listed: ListPage, window: str = "") -> None:
-    """Stop the walk (PagingLoop) if this page holds the same items as an earlier one."""
+def _check_page(
+    walk: PageGuard, page: int, listed: ListPage, window: str = "", *, versions: bool = False
+) -> None:
+    """Stop the walk if the store's paging cannot be trusted.
+
+    PagingLoop if this page holds the same items as an earlier one; PlatformUnavailable if it
+    is empty while the same answer says pages follow it. A listing that shrank under the walk
+    answers an empty page with totals that end before it, so that is not this case; a store
+    (or a cache in front of it) that keeps advertising pages it serves empty would otherwise
+    be walked to its advertised end, or end a modified-since pass early and lose changes.
+    """
     label = f"page {page} ({window})" if window else f"page {page}"
-    walk.page((str(i.get("id")) for i in listed.items), label)
+    if not listed.items and listed.total_pages is not None and page < listed.total_pages:
+        raise PlatformUnavailable(
+            f"{walk.what}: {label} came back empty while the store says it has"
+            f" {listed.total_pages} pages; its paging is inconsistent (a cache or plugin in"
+            " front of its API?), so the walk stops here and is tried again later"
+        )
+    if versions:
+        # A modified-since walk: a product edited again while it is walked moves to the end of
+        # the listing and may be served twice under the same id; with its modified time it is
+        # another version, and only a page served again as it was is a loop.
+        walk.page(("@".join(_seen_key(i)) for i in listed.items), label)
+    else:
+        walk.page((str(i.get("id")) for i in listed.items), label)
 
 
 def _digits(product_id: str) -> bool:
