@@ -165,6 +165,7 @@ class Agent:
                 forget_client=self._forget_client,
                 on_recorded=shipper.nudge,
                 hub_hashes=self._hub_hashes,
+                hub=lambda: self._hub,
             )
             # Build every adapter before any task starts: a store whose settings its adapter
             # refuses is a configuration error (exit 78), not a half-started agent.

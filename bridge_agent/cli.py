@@ -456,6 +456,14 @@ def render_status(doc: dict[str, Any]) -> str:
         )
         if "spool" in s:
             lines.append(f"{'':<16} spool: {_spool_line(s['spool'])}")
+        down = s.get("downstream")
+        if down and (down.get("cursor") or any(down.get(k) for k in ("open", "applied"))):
+            lines.append(
+                f"{'':<16} downstream: cursor {down['cursor'] or '-'}, {down['open']} open,"
+                f" {down['pending_review']} pending review, {down['applied']} applied,"
+                f" {down['conflict']} conflict, {down['failed']} failed,"
+                f" {down['unreported']} unreported"
+            )
         if s.get("capabilities"):
             lines.append(f"{'':<16} offers: {', '.join(s['capabilities'])}")
     if doc.get("runs"):

@@ -1,7 +1,8 @@
 """The link to the hub: hub protocol v1 over HTTP, and what its answers mean for the agent.
 
 `HubClient` is the one place that talks to the hub: the shipper posts batches through it, repair
-runs page through the hub's hashes with it, and the downstream feed will read through it too. It
+runs page through the hub's hashes with it, and the downstream direction reads the
+optimisation feed and reports results through it. It
 maps every answer onto the error tree (`errors.py`), so its callers decide on kinds, never on
 statuses:
 
@@ -17,6 +18,7 @@ The token goes only into the `Authorization` header, never into a message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +30,8 @@ from bridge_agent.sync.retry import parse_retry_after
 
 BATCHES_PATH = "/v1/batches"
 HASHES_PATH = "/v1/stores/{store}/hashes"
+FEED_PATH = "/v1/stores/{store}/optimizations"
+RESULTS_PATH = "/v1/stores/{store}/optimizations/results"
 # A reply carries one short result per item; a few MB is already a broken or hostile hub.
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 ERROR_BODY_BYTES = 64 * 1024  # of an error page, enough for its message
@@ -81,6 +85,32 @@ class HubClient:
             )
         return page
 
+    async def optimizations(
+        self, store: str, after: str, *, wait: float = 0.0
+    ) -> wire.OptimizationFeed:
+        """One page of the downstream feed after `after` (long poll up to `wait` seconds: the
+        request may take that much longer than the client's timeout)."""
+        reply = await self.request(
+            "GET",
+            FEED_PATH.format(store=quote(store, safe="")),
+            params={"after": after, "wait": f"{wait:g}"},
+            extra_time=wait,
+        )
+        try:
+            return wire.decode_feed(reply)
+        except WireError as exc:
+            raise HubUnavailable(f"hub reply is not protocol v1: {exc}", status=200) from None
+
+    async def post_optimization_results(
+        self, store: str, results: Sequence[wire.OptimizationResult]
+    ) -> None:
+        """Report what became of optimisations; returns once the hub has stored them."""
+        await self.request(
+            "POST",
+            RESULTS_PATH.format(store=quote(store, safe="")),
+            content=wire.encode_optimization_results(results),
+        )
+
     async def request(
         self,
         method: str,
@@ -88,6 +118,7 @@ class HubClient:
         *,
         content: bytes | None = None,
         params: dict[str, str] | None = None,
+        extra_time: float = 0.0,
     ) -> bytes:
         """One request; the body of a 200 answer, read within the size bound.
 
@@ -95,9 +126,20 @@ class HubClient:
         HubAuthFailed (401/403) or HubRejected (400/413/422).
         """
         headers = self._get_headers if content is None else self._post_headers
+        timeout: httpx.Timeout | None = None
+        if extra_time > 0:  # a long poll: the read may wait that long before a byte comes
+            base = self._http.timeout
+            timeout = httpx.Timeout(
+                base.connect, read=(base.read or 0.0) + extra_time, write=base.write, pool=base.pool
+            )
         try:
             async with self._http.stream(
-                method, path, content=content, params=params, headers=headers
+                method,
+                path,
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             ) as response:
                 status = response.status_code
                 limit = self._max_reply if status == 200 else ERROR_BODY_BYTES

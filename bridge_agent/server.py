@@ -197,6 +197,7 @@ async def status_document(
                 "capabilities": list(s.capabilities),
                 **_store_state(s, live, await state.open_runs(s.id)),
                 "products": await state.mirror_count(s.id),
+                "downstream": await _downstream_status(state, s.id),
                 **(
                     {"spool": (await asyncio.to_thread(backlog, s.spool_dir)).as_dict(now)}
                     if s.spool_dir is not None
@@ -209,6 +210,21 @@ async def status_document(
         "events": [asdict(e) for e in events],
     }
     return doc
+
+
+async def _downstream_status(state: StateStore, store: str) -> dict[str, Any]:
+    """The store's downstream journal: the feed cursor, reviews waiting, outcomes so far."""
+    counts = await state.journal_counts(store)
+    return {
+        "cursor": await state.cursor(store, "downstream"),
+        "pending_review": counts["pending_review"],
+        "open": counts["received"] + counts["applying"],
+        "applied": counts["applied"],
+        "conflict": counts["conflict"],
+        "failed": counts["failed"],
+        "rejected_by_reviewer": counts["rejected_by_reviewer"],
+        "unreported": counts["unreported"],
+    }
 
 
 def _hub_status(live: Live | None) -> dict[str, Any]:

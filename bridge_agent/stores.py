@@ -7,7 +7,8 @@ One store, wired here (the agent only says start, stop, apply a reload):
 - its root tasks, named `<kind>:<store>`: `check` (a cheap authenticated call, and keeping the
   store's webhooks registered), `import` (import, refresh and repair runs), `hints` (webhook
   hints), `poll` and `reconcile` when the adapter offers modified-since and id listings, `spool`
-  when the store has a spool directory. Which ones start follows the adapter's declared
+  when the store has a spool directory, `downstream` (downstream/engine.py) when the adapter
+  writes and the store's `downstream` setting is on. Which ones start follows the adapter's declared
   capabilities (platforms/base.py): the core asks, never assumes.
 - its schedule (`scheduling.py`): jobs `check:<store>`, `poll:<store>`, `reconcile:<store>` that
   only nudge those tasks. A store check and a poll are due at start, then every
@@ -49,6 +50,8 @@ import structlog
 
 from bridge_agent import platforms, wire
 from bridge_agent.config import StoreSettings
+from bridge_agent.downstream.engine import Downstream, writer_of
+from bridge_agent.downstream.feed import HubLink
 from bridge_agent.errors import PlatformError
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
@@ -301,6 +304,7 @@ class Stores(Mapping[str, StoreTasks]):
         forget_client: Callable[[httpx.AsyncClient], None],
         on_recorded: Callable[[], None],
         hub_hashes: HubHashes,
+        hub: Callable[[], HubLink] | None = None,
     ) -> None:
         self._state = state
         self._metrics = metrics
@@ -310,6 +314,7 @@ class Stores(Mapping[str, StoreTasks]):
         self._forget_client = forget_client
         self._on_recorded = on_recorded
         self._hub_hashes = hub_hashes
+        self._hub = hub  # the hub client of the moment, for the downstream direction
         self._entries: dict[str, StoreTasks] = {}
         self._budgets: dict[str, RequestBudget] = {}  # one per store, shared by its adapters
         self.views: dict[str, StoreView] = {}
@@ -467,6 +472,18 @@ class Stores(Mapping[str, StoreTasks]):
                 concurrency=store.concurrency,
             )
             tasks["spool"] = spool.run()
+        writer = writer_of(platform) if store.downstream and self._hub is not None else None
+        if writer is not None and self._hub is not None:
+            downstream = Downstream(
+                store,
+                platform,
+                writer,
+                self._state,
+                self._metrics,
+                hub=self._hub,
+                on_recorded=self._on_recorded,
+            )
+            tasks["downstream"] = downstream.run()
         entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
         for kind, (seconds, nudge, first) in jobs.items():
             self._scheduler.every(f"{kind}:{store.id}", seconds, nudge, first=first)

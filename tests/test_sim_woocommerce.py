@@ -727,6 +727,45 @@ async def test_fault_injection_with_retry_after(store: Store) -> None:
     store.sim.faults.update({"latency_ms": 0})
 
 
+async def test_refused_methods_get_a_waf_page_and_nothing_changes(store: Store) -> None:
+    product = some_product(store.sim, type="simple")
+    async with store.anonymous() as control:
+        for bad in (
+            {"refuse_methods": ["FETCH"]},
+            {"refuse_status": 200},
+            {"refuse_methods": "PUT"},
+        ):
+            assert (await control.post("/__sim/faults", json=bad)).status_code == 400, bad
+        answer = await control.post(
+            "/__sim/faults", json={"refuse_methods": ["put", "POST"], "refuse_status": 406}
+        )
+        assert answer.json()["refuse_methods"] == ["PUT", "POST"]
+    async with store.client() as http:
+        refused = await http.put(f"/products/{product['id']}", json={"name": "WAF'd"})
+        batch = await http.post("/products/batch", json={"update": [{"id": product["id"]}]})
+        read = await http.get(f"/products/{product['id']}")
+    for answer in (refused, batch):
+        assert answer.status_code == 406
+        assert answer.headers["Content-Type"].startswith("text/html")
+        assert "<title>406 Not Acceptable</title>" in answer.text
+    assert read.status_code == 200, "reads still pass"
+    assert store.sim.product(product["id"])["name"] == product["name"]
+    assert store.sim.product(product["id"])["date_modified"] == product["date_modified"]
+    store.sim.faults.update({"refuse_methods": [], "refuse_status": 403})
+
+
+async def test_a_dropped_reply_after_a_write_leaves_the_write_applied(store: Store) -> None:
+    product = some_product(store.sim, type="simple")
+    store.sim.faults.update({"drop_reply_after_write": 1})
+    async with store.client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.put(f"/products/{product['id']}", json={"name": "Applied, unanswered"})
+        assert store.sim.product(product["id"])["name"] == "Applied, unanswered"
+        assert store.sim.faults.drop_reply_after_write == 0
+        again = await http.put(f"/products/{product['id']}", json={"name": "Answered"})
+    assert again.status_code == 200 and again.json()["name"] == "Answered"
+
+
 async def test_fail_rate_is_reproducible_from_the_seed() -> None:
     async def run() -> list[int]:
         sim = WooSimulator.generate(products=5, seed=11, faults=Faults(fail_rate=0.5))

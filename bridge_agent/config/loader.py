@@ -99,7 +99,11 @@ _STORE_KEYS = (
     "images_max_per_product",
     "image_checks",
     "requests_per_second",
+    "downstream",
+    "apply_mode",
+    "alt_shared_attachments",
 )
+APPLY_MODES: tuple[str, ...] = ("auto", "review")
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -340,6 +344,11 @@ def _store(table: Table) -> StoreSettings:
         requests_per_second=table.number(
             "requests_per_second", default["requests_per_second"], minimum=0.0, maximum=10_000.0
         ),
+        downstream=table.boolean("downstream", default["downstream"]),
+        apply_mode=_apply_mode(table, default["apply_mode"]),
+        alt_shared_attachments=table.boolean(
+            "alt_shared_attachments", default["alt_shared_attachments"]
+        ),
     )
     if not platform:
         return common  # already reported; as for an unknown platform, other keys go unjudged
@@ -366,6 +375,14 @@ def _store(table: Table) -> StoreSettings:
     else:
         secrets, options = _plugin_platform_keys(table)
     return dataclasses.replace(common, secrets=FrozenMap(secrets), options=FrozenMap(options))
+
+
+def _apply_mode(table: Table, default: str) -> str:
+    mode = table.string("apply_mode", default)
+    if mode not in APPLY_MODES:
+        table.problem("apply_mode", f"must be one of {', '.join(APPLY_MODES)}, got '{mode}'")
+        return default
+    return mode
 
 
 def _declared_platform_keys(

@@ -121,6 +121,9 @@ class StoreSettings:
     images_max_per_product: int = 10
     image_checks: bool = True  # the import report's main-image checks (HEAD requests to the CDN)
     requests_per_second: float = 0.0  # request budget; 0: only `concurrency` bounds it
+    downstream: bool = True  # apply the hub's optimisations (when the adapter can write)
+    apply_mode: str = "auto"  # "auto": apply as they come; "review": wait for `approvals`
+    alt_shared_attachments: bool = False  # write an image ALT other products' images share
     secrets: Mapping[str, Secret] = field(default_factory=_empty)
     options: Mapping[str, Any] = field(default_factory=_empty)
 

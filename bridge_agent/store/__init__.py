@@ -11,13 +11,14 @@ commit):
 - `hints.py`: webhook hints waiting for their re-fetch;
 - `runs.py`: resumable runs and their checkpoints;
 - `events.py`: the event log operators read;
+- `journal.py`: the downstream journal (optimisations, their outcomes, the values replaced);
 - `cursors.py`: where incremental streams resume;
 - `meta.py`: small facts (the seq counter, the last shipment);
 - `identity.py`: the check that the file is still the one opened;
 - `transaction.py`: the write transaction the modules share, and the clock;
 - `schema.py`: DDL and migrations.
 
-A new table group (the downstream journal is next) is one more module here and the facade
+A new table group is one more module here and the facade
 methods that compose it.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from bridge_agent.store.events import Event
 from bridge_agent.store.hints import Hint
+from bridge_agent.store.journal import Entry, Outcome, Received, Replaced, Report
 from bridge_agent.store.mirror import MirrorState, Repairs
 from bridge_agent.store.outbox import DueItem, OutboxRow, OutboxStats, Settlement
 from bridge_agent.store.runs import Run
@@ -34,12 +36,17 @@ from bridge_agent.store.transaction import now_ms
 __all__ = [
     "DB_NAME",
     "DueItem",
+    "Entry",
     "Event",
     "Hint",
     "MirrorState",
     "OutboxRow",
     "OutboxStats",
+    "Outcome",
+    "Received",
     "Repairs",
+    "Replaced",
+    "Report",
     "Run",
     "Settlement",
     "StateStore",

@@ -28,6 +28,16 @@ Tables:
   re-fetch (the backoff), `refused` (migration 2) the permanent answers among them (the bound of
   guarantee 7).
 - `events`: what operators read: time, level, store, product, HTTP status, message.
+- `journal` (migration 3): the downstream journal, one row per (store, optimisation id) as the
+  hub sent it (`fields` JSON), in feed order (`seq`), with its `state` (`received` -> `applying`
+  -> `applied` | `conflict` | `failed` | `pending_review` | `rejected_by_reviewer`), the per-field
+  `results` (JSON), the product `hash` after the write, and `report` (`none` while there is
+  nothing to tell the hub, `unreported` until the hub acknowledges the current state,
+  `reported`). `approved` is set by `approvals approve` for an optimisation held in review.
+- `replaced` (migration 3): every value the agent replaced in a store (the optimisation, field,
+  image, old and new value as JSON, time): what a rollback restores.
+  The downstream feed's cursor is a `cursors` row (stream `downstream`), moved in the
+  transaction that journals the page it follows.
 """
 
 from __future__ import annotations
@@ -119,5 +129,43 @@ MIGRATIONS: tuple[str, ...] = (
     # 7 gives up after a bound of permanent answers; an outage before them must not count).
     """
     ALTER TABLE hints ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+    """,
+    """
+    CREATE TABLE journal (
+        store       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        product     TEXT NOT NULL,
+        fields      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'received' CHECK (state IN ('received', 'applying',
+                    'applied', 'conflict', 'failed', 'pending_review', 'rejected_by_reviewer')),
+        approved    INTEGER NOT NULL DEFAULT 0,
+        results     TEXT,
+        detail      TEXT,
+        hash        TEXT,
+        report      TEXT NOT NULL DEFAULT 'none'
+                    CHECK (report IN ('none', 'unreported', 'reported')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (store, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX journal_todo ON journal (store, state, seq);
+    CREATE INDEX journal_report ON journal (store, report, seq);
+
+    CREATE TABLE replaced (
+        id           INTEGER PRIMARY KEY,
+        store        TEXT NOT NULL,
+        optimization TEXT NOT NULL,
+        product      TEXT NOT NULL,
+        field        TEXT NOT NULL,
+        image        TEXT,
+        old_value    TEXT,
+        new_value    TEXT,
+        at           INTEGER NOT NULL
+    );
+    CREATE INDEX replaced_product ON replaced (store, product, at);
+    CREATE INDEX replaced_optimization ON replaced (store, optimization);
     """,
 )

@@ -46,10 +46,11 @@ from typing import Any, TypeVar
 
 from bridge_agent.errors import StateStoreError
 from bridge_agent.model import Change
-from bridge_agent.store import cursors, events, hints, meta, mirror, outbox, runs
+from bridge_agent.store import cursors, events, hints, journal, meta, mirror, outbox, runs
 from bridge_agent.store.events import Event
 from bridge_agent.store.hints import Hint
 from bridge_agent.store.identity import FileIdentity
+from bridge_agent.store.journal import Entry, Outcome, Received, Replaced, Report
 from bridge_agent.store.mirror import MirrorState, Repairs
 from bridge_agent.store.outbox import DueItem, OutboxRow, OutboxStats, Settlement
 from bridge_agent.store.runs import Run
@@ -454,6 +455,95 @@ class StateStore:
                 return queued
 
         return await self._run(write)
+
+    # -- downstream journal (store/journal.py) -------------------------------------------------
+
+    async def journal_received(self, store: str, received: Sequence[Received], cursor: str) -> int:
+        """Journal a feed page and move the feed cursor past it, in one transaction: after a
+        crash either both are on disk or neither (the page is read again and journals nothing
+        twice, the key being the optimisation id). Returns how many were new."""
+
+        def write(tx: Transaction) -> int:
+            added = journal.add(tx, store, received)
+            cursors.set_value(tx, store, journal.STREAM, cursor)
+            return added
+
+        return await self._transact(write)
+
+    async def journal_open(self, store: str, *, limit: int = 100) -> list[Entry]:
+        """Optimisations still to act on (`received`, `applying`), in feed order."""
+        return await self._read(lambda db: journal.open_entries(db, store, limit))
+
+    async def journal_applying(self, store: str, ids: Sequence[str]) -> None:
+        """Committed before the first write: a crash after it is found at start (no rewrite)."""
+        await self._transact(lambda tx: journal.mark_applying(tx, store, ids))
+
+    async def journal_outcome(
+        self,
+        store: str,
+        outcomes: Sequence[Outcome],
+        *,
+        changes: Sequence[Change] = (),
+        events: Sequence[Event] = (),
+    ) -> int:
+        """Record outcomes, the values they replaced, the products as re-read after the write
+        (the mirror and, when they changed, the outbox: the echo guard of guarantee 6) and their
+        events, in one transaction. Returns the outbox rows queued."""
+
+        def write() -> int:
+            prepared = _encode_all(changes)
+            with self._write() as tx:
+                queued = _record_all(tx, prepared)
+                for outcome in outcomes:
+                    journal.set_outcome(tx, store, outcome)
+                _add_events(tx, events)
+                return queued
+
+        return await self._run(write)
+
+    async def unreported_results(self, store: str, *, limit: int = 500) -> list[Report]:
+        return await self._read(lambda db: journal.unreported(db, store, limit))
+
+    async def mark_reported(self, store: str, sent: Sequence[tuple[str, str]]) -> None:
+        """The hub acknowledged these (id, status) results."""
+        await self._transact(lambda tx: journal.mark_reported(tx, store, sent))
+
+    async def journal_entries(
+        self,
+        store: str | None = None,
+        *,
+        states: Iterable[str] | None = None,
+        product: str | None = None,
+        ids: Iterable[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Entry]:
+        return await self._read(
+            lambda db: journal.entries(
+                db, store, states=states, product=product, ids=ids, limit=limit
+            )
+        )
+
+    async def journal_counts(self, store: str) -> dict[str, int]:
+        """Optimisations per state, and `unreported` results."""
+        return await self._read(lambda db: journal.counts(db, store))
+
+    async def approve(self, store: str, ids: Sequence[str]) -> list[str]:
+        """Approve held optimisations (the running agent's apply loop picks them up)."""
+        return await self._transact(lambda tx: journal.approve(tx, store, ids))
+
+    async def reject(self, store: str, ids: Sequence[str]) -> list[str]:
+        """Reject held optimisations: `rejected_by_reviewer`, reported to the hub."""
+        return await self._transact(lambda tx: journal.reject(tx, store, ids))
+
+    async def replaced(self, store: str, optimization: str) -> list[Replaced]:
+        return await self._read(lambda db: journal.replaced_of(db, store, optimization))
+
+    async def image_users(
+        self, store: str, image_ids: Iterable[str], *, limit: int = 1000
+    ) -> dict[str, set[str]]:
+        """Per image id, the mirror's products that show it (an ALT is shared by all of them)."""
+        ids = list(image_ids)
+        return await self._read(lambda db: journal.image_users(db, store, ids, limit))
 
     # -- meta ----------------------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ I/O (a delivery names its product); `register_webhooks` and `reactivate_disabled
 the store's product webhooks (key with read_write).
 
 Capabilities (platform protocol v2, `platforms/base.py`): `modified_since`, `product_ids`,
-`batch_fetch`, `webhooks`, `webhook_registration`, `spool_hooks` (the WordPress companion plugin).
-No writes yet: the downstream issue adds them.
+`batch_fetch`, `webhooks`, `webhook_registration`, `spool_hooks` (the WordPress companion plugin),
+and every `write.*` field: `read_fields` and `write_fields` are `writer.py`'s (`WooWriter`).
 """
 
 from __future__ import annotations
@@ -71,12 +71,16 @@ from bridge_agent.errors import (
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Product
 from bridge_agent.platforms.base import (
+    WRITE_CAPABILITIES,
     Capability,
     CatalogPage,
     FetchResult,
+    FieldRef,
+    FieldWrite,
     ItemFailure,
     WebhookAction,
     WebhookDelivery,
+    WriteResult,
     collect,
     failure_of,
 )
@@ -91,6 +95,7 @@ from bridge_agent.platforms.woocommerce.mapping import (
     map_product,
 )
 from bridge_agent.platforms.woocommerce.settings import MAX_PER_PAGE, SETTINGS, WooSettings
+from bridge_agent.platforms.woocommerce.writer import WooWriter
 from bridge_agent.sync.paging import PageGuard
 
 if TYPE_CHECKING:
@@ -128,6 +133,7 @@ class WooCommerce:
             Capability.WEBHOOKS,
             Capability.WEBHOOK_REGISTRATION,
             Capability.SPOOL_HOOKS,  # the WordPress companion plugin (plugins/woocommerce)
+            *WRITE_CAPABILITIES,  # every downstream field (writer.py)
         }
     )
 
@@ -320,6 +326,14 @@ class WooCommerce:
     async def aclose(self) -> None:
         """Nothing of its own to release: the agent closes the HTTP client it gave."""
         self._tree = None
+
+    # -- Writer (the downstream direction; see writer.py) ----------------------------------------
+
+    async def read_fields(self, refs: Sequence[FieldRef]) -> Mapping[FieldRef, Any]:
+        return await WooWriter(self.settings, self.client).read_fields(refs)
+
+    async def write_fields(self, writes: Sequence[FieldWrite]) -> Sequence[WriteResult]:
+        return await WooWriter(self.settings, self.client).write_fields(writes)
 
     # -- webhook management (the agent calls these; they need a read_write key) ----------------
 

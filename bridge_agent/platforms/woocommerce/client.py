@@ -35,6 +35,9 @@ This client builds and signs the requests and says what WooCommerce's answers me
 | 2xx with a body that is not JSON | `PlatformUnavailable("invalid JSON from ...")` |
 | any other 4xx (409: outcome `conflict`), 501 | `WooRequestRejected` (status and code) |
 
+An error answered by an HTML page (a host, a WAF, a security plugin) names the page's first line
+(its `<title>`) in the message, never the page itself.
+
 Every error carries the answer's `status`, `headers` and `outcome` as attributes. Retries are
 bounded: `attempts` tries (4) with full-jitter backoff that honours `Retry-After`; a Retry-After
 longer than `max_wait` is not slept here but raised at once (`PlatformUnavailable.retry_after`)
@@ -369,6 +372,10 @@ class WooClient:
         status = reply.status
         code, message = _error_body(reply)
         said = f" (WooCommerce says: {self._redact(message)})" if message else ""
+        page = _page_line(reply) if not code and not message else None
+        if page:
+            # A host, WAF or security plugin answered with its own page: its first line says who.
+            said = f" (an HTML page answered, not WooCommerce: {self._redact(page)})"
         shown = f"{status} {code}" if code else str(status)
         if 300 <= status < 400:
             target = urlsplit(reply.headers.get("Location", ""))
@@ -484,6 +491,24 @@ def _error_body(response: Reply) -> tuple[str | None, str | None]:
         code if isinstance(code, str) and _CODE.fullmatch(code) else None,
         message if isinstance(message, str) and message.strip() else None,
     )
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _page_line(response: Reply) -> str | None:
+    """The first line of an HTML error page (its title, else its first text), never the page."""
+    head = response.content[:ERROR_BODY_BYTES]
+    if not head.lstrip().startswith(b"<"):
+        return None
+    found = _TITLE.search(head)
+    text = found.group(1) if found else head
+    for raw in _TAG.sub("\n", text.decode("utf-8", "replace")).splitlines():
+        line = " ".join(raw.split())
+        if line:
+            return line[:120]
+    return None
 
 
 def _int_header(response: Reply, name: str) -> int | None:

@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
 
 @dataclass
 class Faults:
@@ -27,7 +30,13 @@ class Faults:
     - `fail_rate`: the fraction of requests answered by one of `fail_statuses` instead (a 429 or
       503 carries `Retry-After: retry_after`);
     - `slow_rate` of requests take `slow_ms` more (client timeouts);
-    - `fail_next`: exact statuses for the next requests, in order (deterministic tests).
+    - `fail_next`: exact statuses for the next requests, in order (deterministic tests);
+    - `refuse_methods`: requests with these methods are answered `refuse_status` (403, 406 and
+      501 are what ModSecurity, hosts' WAFs and security plugins answer to PUT, POST or DELETE)
+      by the host in front of the store, which never sees them;
+    - `drop_reply_after_write`: the next N writes (POST, PUT, PATCH, DELETE) that succeed are
+      applied, then the connection is closed without an answer (a proxy timeout or a reset
+      after the store committed: the client cannot know whether the write happened).
     """
 
     latency_ms: float = 0.0
@@ -38,6 +47,9 @@ class Faults:
     slow_rate: float = 0.0
     slow_ms: float = 2000.0
     fail_next: tuple[int, ...] = ()
+    refuse_methods: tuple[str, ...] = ()
+    refuse_status: int = 403
+    drop_reply_after_write: int = 0
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Set the given fields, checking types; raises ValueError naming the bad field."""
@@ -51,6 +63,20 @@ class Faults:
                 ):
                     raise ValueError(f"{name} must be a list of HTTP error statuses")
                 setattr(self, name, tuple(value))
+            elif name == "refuse_methods":
+                if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, str) and v.upper() in _METHODS for v in value
+                ):
+                    raise ValueError(f"refuse_methods must be a list of {', '.join(_METHODS)}")
+                self.refuse_methods = tuple(v.upper() for v in value)
+            elif name == "refuse_status":
+                if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+                    raise ValueError("refuse_status must be an HTTP error status")
+                self.refuse_status = value
+            elif name == "drop_reply_after_write":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError("drop_reply_after_write must be a non-negative integer")
+                self.drop_reply_after_write = value
             elif name == "retry_after":
                 if not isinstance(value, int) or value < 0:
                     raise ValueError("retry_after must be a non-negative integer")
@@ -83,3 +109,18 @@ async def draw(faults: Faults, rng: random.Random) -> int | None:
     if f.fail_rate and f.fail_statuses and rng.random() < f.fail_rate:
         return rng.choice(f.fail_statuses)
     return None
+
+
+def refused(faults: Faults, method: str) -> int | None:
+    """The status a host in front of the store answers this `method` with, or None."""
+    return faults.refuse_status if method.upper() in faults.refuse_methods else None
+
+
+def drop_reply(faults: Faults, method: str, status: int) -> bool:
+    """Whether the answer to this write (already applied) is lost: consumes one drop."""
+    if faults.drop_reply_after_write <= 0 or method.upper() not in WRITE_METHODS:
+        return False
+    if not 200 <= status < 300:
+        return False  # only a write that committed; a refused one is answered as usual
+    faults.drop_reply_after_write -= 1
+    return True

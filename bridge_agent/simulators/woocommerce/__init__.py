@@ -12,7 +12,8 @@ What it models, each with its platforms.md section:
   per-item errors and the 100-item limit (1.11; `writes.py`);
 - webhooks: async, coalesced, unordered, signed, no retries, auto-disable, the creation ping,
   `product.deleted` on trash only (1.8; `webhooks.py`);
-- hosts: latency, 500/503/429 with `Retry-After`, slow answers (1.10; `core.faults.Faults`,
+- hosts: latency, 500/503/429 with `Retry-After`, slow answers, WAF pages refusing PUT/POST
+  (403/406/501 HTML), replies lost after a write was applied (1.10; `core.faults.Faults`,
   rendered as WordPress and its host answer in `app.py`);
 - a seeded realistic catalog (`generate.py`) and a control API for tests (`control.py`, with the
   shared routes of `simulators/core/control.py`).
