@@ -407,7 +407,7 @@ async def test_oauth_signature_is_accepted_by_an_independent_check(kit: Kit) -> 
     kit.fake.products = {1: make_product(1)}
     await kit.adapter().check()
     (seen,) = kit.fake.requests("/products")
-    assert seen.query == {"per_page": "1", "_fields": "id"}
+    assert seen.query == {"context": "edit", "per_page": "1", "_fields": "id"}
     assert set(seen.oauth) == {
         "oauth_consumer_key",
         "oauth_nonce",
@@ -1033,6 +1033,24 @@ async def test_a_batch_listing_the_store_cannot_answer_now_fails_the_call(kit: K
     with pytest.raises(PlatformUnavailable):
         await kit.adapter().fetch_products(["1"])
     assert kit.fake.requests("/products/1") == []  # retried later as a whole, not id by id
+
+
+async def test_every_read_asks_for_the_values_as_stored(kit: Kit) -> None:
+    # In the default view context WooCommerce renders `description` (wpautop, shortcodes): the
+    # hub would optimise, and the conflict check compare, HTML the merchant never wrote.
+    catalog_of(kit.fake, 3)
+    adapter = kit.adapter()
+    await collect(adapter.catalog())
+    await adapter.fetch_product("2")
+    await adapter.fetch_products(["1", "3"])
+    async for _ in adapter.modified_since(datetime(2024, 1, 1, tzinfo=UTC)):
+        pass
+    async for _ in adapter.product_ids():
+        pass
+    reads = [s for s in kit.fake.seen if s.method == "GET"]
+    assert reads and all(s.query.get("context") == "edit" for s in reads), [
+        (s.path, s.query) for s in reads if s.query.get("context") != "edit"
+    ]
 
 
 async def test_errors_carry_status_headers_and_outcome(kit: Kit) -> None:

@@ -255,7 +255,7 @@ class WooClient:
         return self._http.build_request(method, full, headers=headers, json=body)
 
     async def get(self, path: str, params: Params | None = None) -> WooResponse:
-        return await self._send("GET", path, params)
+        return await self._send("GET", path, _edit_context(params))
 
     async def post(self, path: str, body: Any, params: Params | None = None) -> WooResponse:
         return await self._send("POST", path, params, body)
@@ -280,7 +280,7 @@ class WooClient:
         while True:
             size = min(self._cap, page_size)
             try:
-                return await self._list_range(path, params or {}, page, page_size, size)
+                return await self._list_range(path, _edit_context(params), page, page_size, size)
             except _ShrinkPage:
                 self._shrink(size, path)
 
@@ -557,3 +557,15 @@ def oauth1_signature(
     key = f"{consumer_secret}&".encode()  # as WooCommerce computes it: the secret, unencoded
     base = signature_base_string(method, url, params).encode()
     return base64.b64encode(hmac.new(key, base, hashlib.sha256).digest()).decode("ascii")
+
+
+def _edit_context(params: Params | None) -> Params:
+    """Every read asks for `context=edit`: the values as stored, which is what a write sets.
+
+    In the default `view` context WooCommerce renders `description` through `wpautop` and
+    `do_shortcode` (and `short_description` through its filter): the hub would then optimise,
+    and the conflict check compare, HTML the merchant never wrote, and a description written
+    back would never read back equal. Listing and reading need only the `read` permission in
+    either context, so a read-only key works the same.
+    """
+    return {"context": "edit", **(params or {})}
