@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -35,6 +36,27 @@ catalog_dir = "catalog"
 spool_dir = "spool"
 """
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loggers_never_cached() -> Iterator[None]:
+    """No structlog logger caches its configuration in the test process.
+
+    `logs.configure` (run by every in-process CLI call) asks structlog to cache each logger on
+    first use, with the processor list of that moment. A later configuration brings a new list,
+    which `structlog.testing.capture_logs` then edits, while a logger cached earlier keeps
+    writing through the old one: a test's log capture would then depend on which tests ran
+    before it. Caching is a speed-up for the daemon only, so tests turn it off.
+    """
+    real = structlog.configure
+
+    def configure(**settings: Any) -> None:
+        real(**{**settings, "cache_logger_on_first_use": False})
+
+    structlog.configure = configure
+    real(cache_logger_on_first_use=False)
+    yield
+    structlog.configure = real
 
 
 @pytest.fixture(autouse=True)
