@@ -6,8 +6,10 @@ gracefully, a second one abandons the drain (uvicorn's two-stage stop). The glob
 (`--config`, `--log-level`, `--log-format`) are read before or after the command (`bridge-agent
 validate --config FILE`, as `vector validate --config` reads); after it wins.
 
-Commands that only read or edit the local state (`status`, `log`, `outbox`) load the
-configuration without its secrets, so they work in a fresh terminal without the hub token. A
+Commands that only read or edit the local state (`status`, `log`, `outbox`, `approvals list`,
+`approve` and `reject`) load the configuration without its secrets, so they work in a fresh
+terminal without the hub token; those that read or write the store (`approvals show`, an
+approval's `--dry-run`, `rollback`) need its keys. A
 reader that goes away early (`bridge-agent status | head -1`) ends the command quietly, exit 0:
 what it wanted was read.
 """
@@ -21,8 +23,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +36,17 @@ import structlog
 from bridge_agent import __version__, logs, platforms
 from bridge_agent.agent import Agent, RootTaskExited, secret_values
 from bridge_agent.config import Config, Listen, StoreSettings, default_config_path, load_config
+from bridge_agent.downstream import approvals, rollback
+from bridge_agent.downstream.engine import writer_of
 from bridge_agent.errors import BridgeError, ConfigError, InputError, StateStoreError
 from bridge_agent.health import Health
 from bridge_agent.inputs import loads_json, read_regular_file
-from bridge_agent.platforms.base import Capability, capabilities_of
-from bridge_agent.platforms.http import build_platform
+from bridge_agent.platforms.base import Capability, Platform, capabilities_of
+from bridge_agent.platforms.http import RequestBudget, build_platform
 from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
-from bridge_agent.store import StateStore
+from bridge_agent.store import Entry, StateStore
+from bridge_agent.stores import STORE_CLIENT_TIMEOUT
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
@@ -188,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     hub.add_argument("--token-file", type=Path, default=None)
     hub.set_defaults(handler=cmd_hub)
+
+    _add_downstream_commands(sub, after)
 
     sync = sub.add_parser(
         "sync", help="start a full refresh run, or a repair run (the running agent picks it up)"
@@ -457,12 +466,13 @@ def render_status(doc: dict[str, Any]) -> str:
         if "spool" in s:
             lines.append(f"{'':<16} spool: {_spool_line(s['spool'])}")
         down = s.get("downstream")
-        if down and (down.get("cursor") or any(down.get(k) for k in ("open", "applied"))):
+        if down and any(down.get(k) for k in ("cursor", "open", "applied", "error")):
             lines.append(
                 f"{'':<16} downstream: cursor {down['cursor'] or '-'}, {down['open']} open,"
                 f" {down['pending_review']} pending review, {down['applied']} applied,"
                 f" {down['conflict']} conflict, {down['failed']} failed,"
                 f" {down['unreported']} unreported"
+                + (f"; error: {down['error']}" if down.get("error") else "")
             )
         if s.get("capabilities"):
             lines.append(f"{'':<16} offers: {', '.join(s['capabilities'])}")
@@ -610,6 +620,404 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     # A running agent's shipper looks at the outbox every few seconds even when idle.
     print(f"{count} rejected row(s) queued again as full products")
     return EXIT_OK
+
+
+# -- approvals and rollback (downstream/approvals.py, downstream/rollback.py) -----------------
+
+
+def _add_downstream_commands(sub: _Commands, after: argparse.ArgumentParser) -> None:
+    approvals_cmd = sub.add_parser(
+        "approvals", help="review optimisations held in safe mode (apply_mode = \"review\")",
+        description="Optimisations held as pending_review in stores with apply_mode ="
+        " \"review\": list them, show what each would change (the store's value now, the"
+        " hub's `from`, the proposed `to`), approve or reject them. The running agent applies"
+        " approved ones and reports rejected ones to the hub.",
+    )  # fmt: skip
+    actions = _Commands(
+        approvals_cmd.add_subparsers(dest="approvals_command", metavar="ACTION", required=True),
+        after,
+    )
+    listing = actions.add_parser("list", help="the optimisations waiting for review")
+    listing.add_argument("--store", help="only this store's")
+    listing.add_argument("--limit", type=_positive, default=100, help="default %(default)s")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_approvals_list)
+    show = actions.add_parser(
+        "show", help="one optimisation field by field, with the store's current value"
+    )
+    show.add_argument("id", metavar="ID", help="the optimisation id (approvals list)")
+    show.add_argument("--store", help="the store (when an id is in several)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_approvals_show)
+    for name, handler, verb in (
+        ("approve", cmd_approvals_approve, "apply"),
+        ("reject", cmd_approvals_reject, "refuse"),
+    ):
+        decide = actions.add_parser(name, help=f"{verb} held optimisations")
+        decide.add_argument("ids", nargs="*", metavar="ID", help="optimisation ids")
+        decide.add_argument("--product", help="every held optimisation of this product")
+        decide.add_argument("--all", action="store_true", help="every held optimisation")
+        decide.add_argument("--store", help="only this store's")
+        decide.add_argument(
+            "--dry-run", action="store_true", help="say what would be decided; change nothing"
+        )
+        decide.set_defaults(handler=handler)
+
+    back = sub.add_parser(
+        "rollback", help="restore the values the agent replaced in a store",
+        description="Restore the values the agent's optimisations replaced, newest first, so"
+        " several optimisations of one field go back to the value before the oldest. A value"
+        " the merchant changed since is left alone and reported. The running agent reports"
+        " the rollback to the hub (status rolled_back).",
+    )  # fmt: skip
+    which = back.add_mutually_exclusive_group(required=True)
+    which.add_argument("--product", help="every value replaced in this product")
+    which.add_argument("--optimization", help="the values this optimisation replaced")
+    which.add_argument(
+        "--since", type=_since, metavar="TIME",
+        help="every value replaced at or after TIME (ISO 8601, e.g. 2026-12-05T14:00 in local"
+        " time, or 2026-12-05T13:00:00Z)",
+    )  # fmt: skip
+    back.add_argument("--store", help="only this store (default: every store)")
+    back.add_argument(
+        "--dry-run", action="store_true",
+        help="read the store and say what would be restored and what left alone; write nothing",
+    )  # fmt: skip
+    back.add_argument("--json", action="store_true")
+    back.set_defaults(handler=cmd_rollback)
+
+
+def _since(text: str) -> int:
+    """An ISO 8601 time as epoch ms; without a zone it is local time, as `log` prints times."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-12-05T14:00 or 2026-12-05T13:00:00Z,"
+            f" got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time
+    return int(when.timestamp() * 1000)
+
+
+def _unknown_store(config: Config, store: str | None, command: str) -> int:
+    """EXIT_USAGE, said on stderr, when `--store` names a store not configured; else 0."""
+    if store is None or any(s.id == store for s in config.stores):
+        return 0
+    print(f"bridge-agent {command}: no store {store!r} (configured: "
+          f"{', '.join(s.id for s in config.stores) or 'none'})", file=sys.stderr)  # fmt: skip
+    return EXIT_USAGE
+
+
+@asynccontextmanager
+async def _store_adapter(store: StoreSettings) -> AsyncIterator[Platform]:
+    """The store's adapter as `validate` and the agent build it (`platforms.load` and
+    `build_platform`, with the store's request budget), on an HTTP client of its own, closed
+    after. A missing adapter or settings it refuses are a ConfigError (exit 78)."""
+    factory = platforms.load(store.platform)
+    verify = bool(store.options.get("verify_tls", True))
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(STORE_CLIENT_TIMEOUT),
+        headers={"User-Agent": f"bridge-agent/{__version__}"},
+        verify=verify,
+    ) as http:
+        yield build_platform(factory, store, http, budget=RequestBudget.for_store(store))
+
+
+async def _read_live(config: Config, store_id: str, diffs: list[approvals.FieldDiff]) -> str | None:
+    """Fill in the store's current values of `diffs`; why not, when the store cannot be read."""
+    settings = next((s for s in config.stores if s.id == store_id), None)
+    if settings is None:
+        return f"store {store_id!r} is not in the configuration"
+    async with _store_adapter(settings) as platform:
+        writer = writer_of(platform)
+        if writer is None:
+            return f"the {settings.platform} adapter of store {store_id!r} reads no optimised field"
+        return await approvals.read_current(writer, diffs)
+
+
+def cmd_approvals_list(args: argparse.Namespace) -> int:
+    config = _config(args, secrets=False)
+    if code := _unknown_store(config, args.store, "approvals list"):
+        return code
+
+    async def read() -> list[Entry]:
+        async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+            return (await approvals.select(state, store=args.store, limit=args.limit)).entries
+
+    entries = asyncio.run(read())
+    now = time.time()
+    if args.json:
+        print(json.dumps([_held_json(e, now) for e in entries], indent=2))
+        return EXIT_OK
+    if not entries:
+        where = f" in store {args.store!r}" if args.store else ""
+        reviewed = [s.id for s in config.stores if s.apply_mode == "review"]
+        hint = "" if reviewed else ' (no store has apply_mode = "review")'
+        print(f"no optimization is waiting for review{where}{hint}")
+        return EXIT_OK
+    print(f"{'OPTIMIZATION':<32}  {'STORE':<12} {'PRODUCT':<12} {'AGE':>8}  FIELDS")
+    for e in entries:
+        fields = ", ".join(d.label for d in approvals.field_diffs(e))
+        age = _duration(max(0.0, now - e.received_at / 1e3))
+        print(f"{e.id:<32}  {e.store:<12} {e.product:<12} {age:>8}  {fields}")
+    return EXIT_OK
+
+
+def _held_json(entry: Entry, now: float) -> dict[str, Any]:
+    return {
+        "id": entry.id, "store": entry.store, "product": entry.product, "state": entry.state,
+        "fields": [d.label for d in approvals.field_diffs(entry)],
+        "received_at": entry.received_at,
+        "age_seconds": round(max(0.0, now - entry.received_at / 1e3), 3),
+    }  # fmt: skip
+
+
+def cmd_approvals_show(args: argparse.Namespace) -> int:
+    config = _config(args)  # the store's keys: its current values are read live
+    if code := _unknown_store(config, args.store, "approvals show"):
+        return code
+
+    async def read() -> list[tuple[Entry, list[approvals.FieldDiff], str | None]]:
+        async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+            found = await state.journal_entries(args.store, ids=[args.id])
+        out = []
+        for entry in found:
+            diffs = approvals.field_diffs(entry)
+            out.append((entry, diffs, await _read_live(config, entry.store, diffs)))
+        return out
+
+    shown = asyncio.run(read())
+    if not shown:
+        where = f" of store {args.store!r}" if args.store else ""
+        print(f"bridge-agent approvals show: no optimization {args.id} in the journal{where}"
+              " (bridge-agent approvals list shows the held ones)", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps([_shown_json(e, d, u) for e, d, u in shown], indent=2, default=str))
+        return EXIT_OK
+    for entry, diffs, unread in shown:
+        print("\n".join(approvals.render_diff(entry, diffs, unread)))
+        if entry.state == approvals.HELD:
+            print(f"  decide: bridge-agent approvals approve {entry.id}  (or reject)")
+        elif entry.detail:
+            print(f"  outcome: {entry.detail}")
+    return EXIT_OK
+
+
+def _shown_json(
+    entry: Entry, diffs: list[approvals.FieldDiff], unread: str | None
+) -> dict[str, Any]:
+    return {
+        "id": entry.id, "store": entry.store, "product": entry.product, "state": entry.state,
+        "detail": entry.detail, "store_unread": unread, "fields": [d.to_json() for d in diffs],
+    }  # fmt: skip
+
+
+def cmd_approvals_approve(args: argparse.Namespace) -> int:
+    return _decide(args, approve=True)
+
+
+def cmd_approvals_reject(args: argparse.Namespace) -> int:
+    return _decide(args, approve=False)
+
+
+def _decide(args: argparse.Namespace, *, approve: bool) -> int:
+    verb = "approve" if approve else "reject"
+    chosen = [bool(args.ids), args.product is not None, args.all]
+    if sum(chosen) != 1:
+        print(f"bridge-agent approvals {verb}: give optimisation ids, --product ID or --all"
+              " (one of them)", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    # An approval's dry run reads the store (its keys); a decision touches the state only.
+    config = _config(args, secrets=args.dry_run and approve)
+    if code := _unknown_store(config, args.store, f"approvals {verb}"):
+        return code
+    if args.dry_run:
+        return _decide_dry(config, args, approve=approve)
+
+    async def decide() -> tuple[list[str], dict[str, list[str]]]:
+        done: dict[str, list[str]] = {}
+        async with StateStore.open(config.agent.state_dir) as state:
+            while True:
+                found = await approvals.select(
+                    state, ids=args.ids, product=args.product, store=args.store
+                )
+                if found.problems:
+                    return found.problems, done
+                by_store: dict[str, list[str]] = {}
+                for e in found.entries:
+                    by_store.setdefault(e.store, []).append(e.id)
+                progress = 0
+                for store, ids in by_store.items():
+                    act = state.approve if approve else state.reject
+                    decided = await act(store, ids)
+                    done.setdefault(store, []).extend(decided)
+                    progress += len(decided)
+                if args.ids or len(found.entries) < approvals.SELECT_LIMIT or not progress:
+                    return [], done
+                # --all or --product with more held than one slice: the next slice
+
+    problems, done = asyncio.run(decide())
+    if problems:
+        for problem in problems:
+            print(f"bridge-agent approvals {verb}: {problem}", file=sys.stderr)
+        print(f"bridge-agent approvals {verb}: nothing was decided", file=sys.stderr)
+        return EXIT_FAILURE
+    if not any(done.values()):
+        print(f"bridge-agent approvals {verb}: {_nothing_held(args)}", file=sys.stderr)
+        return EXIT_FAILURE
+    for store, ids in sorted(done.items()):
+        word = "approved" if approve else "rejected"
+        print(f"{word} {len(ids)} optimization(s) of store {store!r}: {', '.join(ids)}")
+    if approve:
+        print(f"the running agent applies them within {approvals.APPLY_WITHIN:.0f} s (it reads"
+              " the journal on that beat; a stopped agent does it when it starts), then reports"
+              " each to the hub; `bridge-agent log` shows every field's outcome")  # fmt: skip
+    else:
+        print("nothing is written to the store; the running agent reports them to the hub as"
+              f" rejected_by_reviewer within {approvals.REPORT_WITHIN:.0f} s (a stopped agent"
+              " when it starts)")  # fmt: skip
+    return EXIT_OK
+
+
+def _nothing_held(args: argparse.Namespace) -> str:
+    what = f" for product {args.product}" if args.product is not None else ""
+    where = f" in store {args.store!r}" if args.store else ""
+    return f"no optimization is waiting for review{what}{where}"
+
+
+def _decide_dry(config: Config, args: argparse.Namespace, *, approve: bool) -> int:
+    verb = "approve" if approve else "reject"
+
+    async def look() -> tuple[approvals.Selection, list[list[str]], int]:
+        async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+            found = await approvals.select(
+                state, ids=args.ids, product=args.product, store=args.store
+            )
+        shown, conflicts = [], 0
+        for entry in found.entries if not found.problems else ():
+            if not approve:
+                fields = ", ".join(d.label for d in approvals.field_diffs(entry))
+                shown.append([f"{entry.id}  {entry.store}/{entry.product}  {fields}"])
+                continue
+            diffs = approvals.field_diffs(entry)
+            unread = await _read_live(config, entry.store, diffs)
+            conflicts += sum(1 for d in diffs if d.conflict)
+            shown.append(approvals.render_diff(entry, diffs, unread))
+        return found, shown, conflicts
+
+    found, shown, conflicts = asyncio.run(look())
+    if found.problems:
+        for problem in found.problems:
+            print(f"bridge-agent approvals {verb}: {problem}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not found.entries:
+        print(f"bridge-agent approvals {verb}: {_nothing_held(args)}", file=sys.stderr)
+        return EXIT_FAILURE
+    for lines in shown:
+        print("\n".join(lines))
+    more = " (or more: the first slice only)" if len(shown) >= approvals.SELECT_LIMIT else ""
+    if approve:
+        print(f"dry run: would approve {len(shown)} optimization(s){more}; {conflicts} field(s)"
+              " will conflict (the merchant's value is kept); nothing was changed")  # fmt: skip
+    else:
+        print(f"dry run: would reject {len(shown)} optimization(s){more}; nothing was changed")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    config = _config(args)  # the store's keys: the values are written back through its adapter
+    if code := _unknown_store(config, args.store, "rollback"):
+        return code
+    selector = rollback.Selector(args.product, args.optimization, args.since)
+    configured = {s.id: s for s in config.stores}
+
+    async def run() -> tuple[list[rollback.StoreRollback], list[str], bool]:
+        done: list[rollback.StoreRollback] = []
+        skipped: list[str] = []
+        already = False
+        async with StateStore.open(config.agent.state_dir, read_only=args.dry_run) as state:
+            stores = [args.store] if args.store else await state.replaced_stores()
+            for store_id in stores:
+                fields = await rollback.plan(state, store_id, selector)
+                if not fields:
+                    already = already or bool(
+                        await state.replaced_rows(
+                            store_id, product=selector.product,
+                            optimization=selector.optimization, since=selector.since,
+                            rolled_back=True,
+                        )
+                    )  # fmt: skip
+                    continue
+                settings = configured.get(store_id)
+                if settings is None:
+                    skipped.append(f"store {store_id!r} is not in the configuration: skipped")
+                    continue
+                async with _store_adapter(settings) as platform:
+                    writer = writer_of(platform)
+                    if writer is None:
+                        skipped.append(
+                            f"the {settings.platform} adapter of store {store_id!r} writes no"
+                            " optimised field: skipped"
+                        )
+                        continue
+                    done.append(
+                        await rollback.roll_back(
+                            state, store_id, platform, writer, fields,
+                            dry_run=args.dry_run, concurrency=settings.concurrency,
+                        )
+                    )  # fmt: skip
+        return done, skipped, already
+
+    done, skipped, already = asyncio.run(run())
+    for note in skipped:
+        print(f"bridge-agent rollback: {note}", file=sys.stderr)
+    if not done:
+        if not skipped:
+            print(f"bridge-agent rollback: {_nothing_to_roll_back(args, selector, already)}",
+                  file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
+    if args.json:
+        rows = [row for r in done for row in rollback.as_json(r)]
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    else:
+        for result in done:
+            print("\n".join(rollback.render(result)))
+    restored = sum(r.count(rollback.RESTORED) for r in done)
+    kept = sum(r.count(rollback.KEPT) for r in done)
+    failed = sum(r.count(rollback.FAILED) for r in done)
+    unread = any(r.unread is not None for r in done)
+    if args.dry_run:
+        print(f"dry run: {restored} value(s) would be restored, {kept} would be left alone,"
+              f" {failed} would fail; nothing was written", file=_summary(args))  # fmt: skip
+    else:
+        print(f"{restored} value(s) restored, {kept} left alone, {failed} failed",
+              file=_summary(args))  # fmt: skip
+        if restored:
+            print("the running agent reports the rollback to the hub (status rolled_back) within"
+                  f" {approvals.REPORT_WITHIN:.0f} s (a stopped agent when it starts); the"
+                  " restored product reaches the hub through the store's webhook or the poll;"
+                  " `bridge-agent log` shows every field", file=_summary(args))  # fmt: skip
+    return EXIT_FAILURE if failed or unread or skipped else EXIT_OK
+
+
+def _summary(args: argparse.Namespace) -> Any:
+    """Where the closing lines go: stderr when stdout carries JSON."""
+    return sys.stderr if args.json else sys.stdout
+
+
+def _nothing_to_roll_back(
+    args: argparse.Namespace, selector: rollback.Selector, already: bool
+) -> str:
+    where = f" in store {args.store!r}" if args.store else ""
+    if already:
+        return (
+            f"nothing to roll back: every value the agent replaced that matches"
+            f" {selector.describe()}{where} was rolled back already"
+        )
+    return f"nothing to roll back: no value the agent replaced matches {selector.describe()}{where}"
 
 
 # -- sync -------------------------------------------------------------------------------------

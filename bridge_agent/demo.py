@@ -5,7 +5,10 @@ without image or price), the reference hub and the agent on free loopback ports 
 state directory. The agent imports the catalog as a resumable run; then the demo registers the
 agent's webhooks in the store and makes live changes through the simulator (a price drop, a new
 product, a product moved to the trash, a burst of edits to one product), and shows each arriving
-at the hub, with the time it took. It ends with the import report and the hub's counters.
+at the hub, with the time it took. Then the other direction: an optimisation enqueued at the hub
+(a new SEO title and meta description, and JSON-LD) reaches the store; the demo prints the
+product's SEO fields before and after and the JSON-LD the agent wrote. It ends with the hub's
+counters.
 
 The demo's output is its story, for a human: the agent's own log lines (JSON or console, as
 `--log-format` chose) go to a log file, named at the start and kept after the demo, instead of
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import sys
@@ -40,6 +44,7 @@ from bridge_agent.config import (
 )
 from bridge_agent.hub import serve as serve_hub
 from bridge_agent.platforms.woocommerce import WooCommerce
+from bridge_agent.platforms.woocommerce.mapping import SEO_META_KEYS
 from bridge_agent.simulators.woocommerce import WooSimulator
 from bridge_agent.simulators.woocommerce import serve as serve_store
 from bridge_agent.store import StateStore
@@ -101,7 +106,13 @@ async def _demo(root: Path, count: int, say: Say) -> int:
             "consumer_secret": Secret(store.consumer_secret),
             "webhook_secret": Secret(webhook_secret),
         },
-        options={"api_prefix": "/wp-json/wc/v3", "per_page": 100, "verify_tls": True},
+        # The currency is the store's setting, not in the product JSON: the JSON-LD offers need it.
+        options={
+            "api_prefix": "/wp-json/wc/v3",
+            "per_page": 100,
+            "verify_tls": True,
+            "currency": store.catalog.currency,
+        },
     )
     config = Config(
         agent=AgentSettings(id="demo-agent", state_dir=root / "state", drain_timeout=10.0),
@@ -190,9 +201,107 @@ async def _scenario(
         await control.patch(f"/__sim/products/{burst}", json={"name": f"Edited title #{n}"})
     await _change(hub, say, f"5 quick edits of product {burst}", _done(), burst,
                   lambda p: p is not None and p["data"]["title"] == "Edited title #5")  # fmt: skip
+    await _optimization(hub, control, truth, say)
     stats = (await hub.get("/v1/stats")).json()
     by_op = ", ".join(f"{v} {k}" for k, v in sorted(stats.get("by_op", {}).items()))
     say(f"hub received       {stats.get('items')} items in {stats.get('batches')} batches: {by_op}")
+
+
+# -- downstream: an optimisation from the hub reaches the store ------------------------------
+
+
+async def _optimization(
+    hub: httpx.AsyncClient, control: httpx.AsyncClient, truth: list[dict[str, Any]], say: Say
+) -> None:
+    """Enqueue an optimisation at the hub for one product and show the store before and after.
+
+    The `from` values are the hub's copy of the product (what the hub saw): the agent writes a
+    field only while the store still holds them (guarantee 5).
+    """
+    found = [(d["product"], _demo_candidate(d["product"])) for d in truth]
+    candidates = [(p, keys) for p, keys in found if keys is not None]
+    # One whose title is text rather than a Yoast template (%%title%%) reads better.
+    plain = [(p, keys) for p, keys in candidates if "%" not in str(_meta(p, keys[1]))]
+    if not candidates:
+        say("optimisation       skipped: no product with SEO meta and a price in this catalog")
+        return
+    chosen, (plugin, title_key, description_key) = (plain or candidates)[0]
+    product_id = str(chosen["id"])
+    held = await _hub_product(hub, product_id)
+    if held is None:
+        raise DemoFailed(f"product {product_id} is not at the hub")
+    data = held["data"]
+    name = str(chosen["name"])
+    proposal = {
+        "product": product_id,
+        "fields": {
+            "seo_title": {"from": data.get("seo_title"), "to": f"{name}: buy online | Demo Shop"},
+            "seo_description": {
+                "from": data.get("seo_description"),
+                "to": f"The {name}, in stock and shipped in 24 h. Free returns for 30 days.",
+            },
+            "jsonld": {
+                "to": {
+                    "@context": "https://schema.org",
+                    "@type": "Product",
+                    "name": name,
+                    "description": f"The {name}, chosen by our team.",
+                }
+            },
+        },
+    }
+    say(f"optimisation from the hub for product {product_id} ('{name}', {plugin} SEO meta):")
+    say(f"  SEO title        before: {_quoted(_meta(chosen, title_key))}")
+    say(f"  meta description before: {_quoted(_meta(chosen, description_key))}")
+    started = time.monotonic()
+    queued = await hub.post("/v1/stores/demo/optimizations", json=proposal)
+    if queued.status_code != 201:
+        raise DemoFailed(f"the hub refused the optimisation: {queued.status_code} {queued.text}")
+    opt_id = queued.json()["ids"][0]
+
+    async def result() -> dict[str, Any]:
+        doc: dict[str, Any] = (await hub.get(f"/v1/stores/demo/optimizations/{opt_id}")).json()
+        return doc
+
+    await _until(result, lambda r: r.get("status") not in (None, "queued"), "the optimisation")
+    reported = await result()
+    elapsed = (time.monotonic() - started) * 1000
+    doc = (await control.get("/__sim/truth")).json()["products"]
+    after = next(d["product"] for d in doc if str(d["product"]["id"]) == product_id)
+    say(f"  SEO title        after:  {_quoted(_meta(after, title_key))}")
+    say(f"  meta description after:  {_quoted(_meta(after, description_key))}")
+    say(
+        f"  result           {reported['status']} at the hub after {elapsed:.0f} ms"
+        f" (product hash {str(reported.get('hash'))[:12]})"
+    )
+    written = _meta(after, "_bridge_jsonld")
+    if not written:
+        say("  JSON-LD          none written")
+        return
+    say("  JSON-LD written to the product's _bridge_jsonld (the WordPress plugin prints it):")
+    for line in json.dumps(json.loads(written), indent=2, ensure_ascii=False).splitlines():
+        say(f"    | {line}")
+
+
+def _demo_candidate(product: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(plugin, title key, description key) of a published, priced simple product with SEO
+    meta (a variable product's JSON-LD lists every variant: too long to read in a demo)."""
+    if product.get("type") != "simple" or product.get("status") != "publish":
+        return None
+    if not product.get("price"):
+        return None
+    for plugin, title_key, description_key in SEO_META_KEYS:
+        if _meta(product, title_key) and _meta(product, description_key):
+            return plugin, title_key, description_key
+    return None
+
+
+def _meta(product: dict[str, Any], key: str) -> Any:
+    return next((m.get("value") for m in product.get("meta_data", ()) if m.get("key") == key), None)
+
+
+def _quoted(value: Any) -> str:
+    return "(none)" if value in (None, "") else repr(value)
 
 
 async def _done() -> None:

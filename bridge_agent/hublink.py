@@ -89,7 +89,10 @@ class HubClient:
         self, store: str, after: str, *, wait: float = 0.0
     ) -> wire.OptimizationFeed:
         """One page of the downstream feed after `after` (long poll up to `wait` seconds: the
-        request may take that much longer than the client's timeout)."""
+        request may take that much longer than the client's timeout).
+
+        The page's items are decoded one by one (`wire.decode_feed`): a malformed one comes back
+        in `refused`, and only an unusable envelope is HubUnavailable."""
         reply = await self.request(
             "GET",
             FEED_PATH.format(store=quote(store, safe="")),
@@ -104,12 +107,20 @@ class HubClient:
     async def post_optimization_results(
         self, store: str, results: Sequence[wire.OptimizationResult]
     ) -> None:
-        """Report what became of optimisations; returns once the hub has stored them."""
-        await self.request(
+        """Report what became of optimisations; returns once the hub has stored them.
+
+        Only a protocol v1 answer is an acknowledgement: a 200 with anything else (an HTML page
+        from a proxy, a captive portal, a wrong `[hub] url`) is HubUnavailable, so the results
+        stay in the journal and go again. A 413 is HubRejected (the caller posts fewer)."""
+        reply = await self.request(
             "POST",
             RESULTS_PATH.format(store=quote(store, safe="")),
             content=wire.encode_optimization_results(results),
         )
+        try:
+            wire.decode_results_ack(reply)
+        except WireError as exc:
+            raise HubUnavailable(f"hub reply is not protocol v1: {exc}", status=200) from None
 
     async def request(
         self,

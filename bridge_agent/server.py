@@ -50,6 +50,9 @@ class StoreView:
     health: Health
     spool_dir: Path | None = None
     capabilities: tuple[str, ...] = ()  # what the store's adapter offers (platforms/base.py)
+    # The downstream task's current error (`Downstream.problem`), None while all is well; not
+    # set for a store without a running downstream direction.
+    downstream_problem: Callable[[], str | None] | None = None
 
 
 @dataclass
@@ -197,7 +200,7 @@ async def status_document(
                 "capabilities": list(s.capabilities),
                 **_store_state(s, live, await state.open_runs(s.id)),
                 "products": await state.mirror_count(s.id),
-                "downstream": await _downstream_status(state, s.id),
+                "downstream": await _downstream_status(state, s.id, s.downstream_problem),
                 **(
                     {"spool": (await asyncio.to_thread(backlog, s.spool_dir)).as_dict(now)}
                     if s.spool_dir is not None
@@ -212,10 +215,14 @@ async def status_document(
     return doc
 
 
-async def _downstream_status(state: StateStore, store: str) -> dict[str, Any]:
-    """The store's downstream journal: the feed cursor, reviews waiting, outcomes so far."""
+async def _downstream_status(
+    state: StateStore, store: str, problem: Callable[[], str | None] | None = None
+) -> dict[str, Any]:
+    """The store's downstream journal: the feed cursor, reviews waiting, outcomes so far, and
+    the running downstream task's current error (`error`, None when all is well or unknown)."""
     counts = await state.journal_counts(store)
     return {
+        "error": problem() if problem is not None else None,
         "cursor": await state.cursor(store, "downstream"),
         "pending_review": counts["pending_review"],
         "open": counts["received"] + counts["applying"],

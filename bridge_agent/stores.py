@@ -8,8 +8,10 @@ One store, wired here (the agent only says start, stop, apply a reload):
   store's webhooks registered), `import` (import, refresh and repair runs), `hints` (webhook
   hints), `poll` and `reconcile` when the adapter offers modified-since and id listings, `spool`
   when the store has a spool directory, `downstream` (downstream/engine.py) when the adapter
-  writes and the store's `downstream` setting is on. Which ones start follows the adapter's declared
-  capabilities (platforms/base.py): the core asks, never assumes.
+  writes and the store's `downstream` setting is on, and with it `jsonld` (downstream/keeper.py)
+  when the adapter writes JSON-LD (nudged by every change the store's sources record). Which
+  ones start follows the adapter's declared capabilities (platforms/base.py): the core asks,
+  never assumes.
 - its schedule (`scheduling.py`): jobs `check:<store>`, `poll:<store>`, `reconcile:<store>` that
   only nudge those tasks. A store check and a poll are due at start, then every
   `STORE_CHECK_INTERVAL` and `poll_interval`; a reconciliation is due from its persisted time
@@ -52,11 +54,17 @@ from bridge_agent import platforms, wire
 from bridge_agent.config import StoreSettings
 from bridge_agent.downstream.engine import Downstream, writer_of
 from bridge_agent.downstream.feed import HubLink
+from bridge_agent.downstream.keeper import JsonLdKeeper, jsonld_options
 from bridge_agent.errors import PlatformError
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
-from bridge_agent.platforms.base import Capability, WebhookRegistrar, capabilities_of
+from bridge_agent.platforms.base import (
+    Capability,
+    WebhookRegistrar,
+    Writer,
+    capabilities_of,
+)
 from bridge_agent.platforms.http import RequestBudget, build_platform
 from bridge_agent.scheduling import Scheduler
 from bridge_agent.server import StoreView
@@ -423,9 +431,12 @@ class Stores(Mapping[str, StoreTasks]):
             return
         platform = entry.platform = adapter.platform
         entry.http = adapter.http
-        ctx = StoreContext(
-            store.id, platform, self._state, self._on_recorded, self._metrics, health
-        )
+        writer = writer_of(platform) if store.downstream and self._hub is not None else None
+        keeper = self._keeper(store, writer)
+        on_recorded = self._on_recorded
+        if keeper is not None:
+            on_recorded = _both(self._on_recorded, keeper.nudge)  # a store change: look now
+        ctx = StoreContext(store.id, platform, self._state, on_recorded, self._metrics, health)
         importer = entry.importer = Importer(
             ctx,
             store=store,
@@ -472,7 +483,6 @@ class Stores(Mapping[str, StoreTasks]):
                 concurrency=store.concurrency,
             )
             tasks["spool"] = spool.run()
-        writer = writer_of(platform) if store.downstream and self._hub is not None else None
         if writer is not None and self._hub is not None:
             downstream = Downstream(
                 store,
@@ -484,12 +494,24 @@ class Stores(Mapping[str, StoreTasks]):
                 on_recorded=self._on_recorded,
             )
             tasks["downstream"] = downstream.run()
+            self.views[store.id].downstream_problem = downstream.problem  # shown by `status`
+        if keeper is not None:
+            tasks["jsonld"] = keeper.run()
         entry.tasks += [self._spawn(f"{kind}:{store.id}", coro) for kind, coro in tasks.items()]
         for kind, (seconds, nudge, first) in jobs.items():
             self._scheduler.every(f"{kind}:{store.id}", seconds, nudge, first=first)
             entry.jobs.append(f"{kind}:{store.id}")
         if Capability.WEBHOOKS in offers:
             self.routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
+
+    def _keeper(self, store: StoreSettings, writer: Writer | None) -> JsonLdKeeper | None:
+        """The store's JSON-LD keeper (downstream/keeper.py): with a downstream direction whose
+        adapter writes JSON-LD, so the written documents follow the store's prices and stock."""
+        if writer is None or Capability.WRITE_JSONLD not in capabilities_of(writer):
+            return None
+        return JsonLdKeeper(
+            store.id, writer, self._state, self._metrics, options=jsonld_options(store)
+        )
 
     async def _reconcile(self, reconciler: Reconciler, job_id: str) -> None:
         """The reconcile task: arm its job from the persisted time of the last pass, then run."""
@@ -564,3 +586,13 @@ class Prepared:
     plan: ReloadPlan
     settings: Mapping[str, StoreSettings]
     built: Mapping[str, Adapter]
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    """One `on_recorded` that nudges two listeners (the shipper and the JSON-LD keeper)."""
+
+    def nudge() -> None:
+        first()
+        second()
+
+    return nudge

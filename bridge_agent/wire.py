@@ -14,6 +14,7 @@ garbage reply from a hub or a malformed batch at the hub is a clear message, nev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,12 +36,16 @@ OPS: tuple[str, ...] = ("upsert", "patch", "delete")
 ITEM_STATUSES: tuple[str, ...] = ("ok", "need_full", "rejected")
 # "reconcile" and "repair" extend v1's list (hubs must accept unknown sources as informative).
 SOURCES: tuple[str, ...] = ("import", "spool", "webhook", "poll", "verify", "reconcile", "repair")
+# "rolled_back" extends v1's list: `bridge-agent rollback` restored values an applied
+# optimisation had replaced (the detail says which fields; a field the merchant changed since is
+# kept and named there).
 OPT_STATUSES: tuple[str, ...] = (
     "applied",
     "conflict",
     "failed",
     "pending_review",
     "rejected_by_reviewer",
+    "rolled_back",
 )
 
 
@@ -111,9 +116,20 @@ class Optimization:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedOptimization:
+    """An item of a feed page that is not a usable optimisation (`decode_feed`): its `id` and
+    `product` when they are usable identifiers (so the agent can report it `failed`), and why."""
+
+    id: str | None
+    product: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class OptimizationFeed:
     cursor: str
     optimizations: tuple[Optimization, ...] = field(default_factory=tuple)
+    refused: tuple[RefusedOptimization, ...] = field(default_factory=tuple)  # decode_feed only
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,22 +299,123 @@ def decode_results(body: bytes) -> tuple[Result, ...]:
     return tuple(out)
 
 
+# -- the downstream feed: decoded item by item ---------------------------------------------------
+#
+# A feed page is refused whole only when its envelope is unusable (not msgpack, not v1, no cursor,
+# no list): the hub is then broken and the feed waits it out. Every item is checked on its own,
+# and a bad one is set aside in `refused` while the good ones go on: one malformed optimisation
+# must not stop the feed (the cursor could never move past it). What an item keeps must be
+# storable as it is: the agent journals its `fields` as JSON text and its ids and time in SQLite,
+# so only JSON's types are taken (no msgpack bin or ext), integers within SQLite's int64, finite
+# floats, valid UTF-8 text of bounded length, string map keys, bounded nesting.
+
+FEED_ID_CHARS = 256  # an optimisation id, a product id or a cursor (the hub's are ~32)
+FEED_TEXT_CHARS = 1024 * 1024  # one string inside `fields` (a long product description fits)
+INT64 = (-(2**63), 2**63 - 1)  # what SQLite stores as an INTEGER
+
+
 def decode_feed(body: bytes) -> OptimizationFeed:
-    doc = _map(unpackb(body), "feed")
+    """A page of the optimisation feed: the usable optimisations, and the refused items with why.
+
+    Raises WireError only for an unusable envelope."""
+    doc = _map(_unpack_lenient(body), "feed")
     _version(doc, "feed")
-    opts = []
-    for i, raw in enumerate(_field(doc, "optimizations", list, "feed")):
-        where = f"optimizations[{i}]"
-        one = _map(raw, where)
-        opts.append(
-            Optimization(
-                id=_text(one, "id", where),
-                product=_text(one, "product", where),
-                fields=_field(one, "fields", dict, where),
-                created_at=_int(one, "created_at", where),
-            )
+    cursor = _text(doc, "cursor", "feed")
+    _check_id(cursor, "feed.cursor")
+    opts: list[Optimization] = []
+    refused: list[RefusedOptimization] = []
+    for raw in _field(doc, "optimizations", list, "feed"):
+        try:
+            opts.append(_optimization(raw))
+        except WireError as exc:
+            refused.append(RefusedOptimization(_usable_id(raw, "id"), _usable_id(raw, "product"),
+                                               str(exc)))  # fmt: skip
+    return OptimizationFeed(cursor, tuple(opts), tuple(refused))
+
+
+def _optimization(raw: Any) -> Optimization:
+    where = "optimization"
+    one = _map(raw, where)
+    id_, product = _text(one, "id", where), _text(one, "product", where)
+    _check_id(id_, f"{where}.id")
+    _check_id(product, f"{where}.product")
+    fields = _field(one, "fields", dict, where)
+    _check_json(fields, f"{where}.fields")
+    created_at = _int(one, "created_at", where)
+    if not INT64[0] <= created_at <= INT64[1]:
+        raise WireError(f"{where}.created_at: out of range")
+    return Optimization(id=id_, product=product, fields=fields, created_at=created_at)
+
+
+def _unpack_lenient(body: bytes) -> Any:
+    """Decode a feed page so that one bad item cannot spoil the others: invalid UTF-8 becomes
+    lone surrogates and non-string map keys are let through (both refused per item, by
+    `_check_json`), and the depth is walked per item rather than over the page."""
+    if len(body) > MAX_BODY_BYTES:
+        raise WireError(f"body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return msgpack.unpackb(
+            body, raw=False, strict_map_key=False, unicode_errors="surrogateescape"
         )
-    return OptimizationFeed(cursor=_text(doc, "cursor", "feed"), optimizations=tuple(opts))
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise WireError(f"body is not valid msgpack ({type(exc).__name__})") from None
+
+
+def _usable_id(raw: Any, key: str) -> str | None:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        _check_id(value, key)
+    except WireError:
+        return None
+    return value
+
+
+def _check_id(value: str, where: str) -> None:
+    """An identifier goes into SQLite, logs and URLs: bounded, printable, valid UTF-8."""
+    if len(value) > FEED_ID_CHARS:
+        raise WireError(f"{where}: longer than {FEED_ID_CHARS} characters")
+    if not value.isprintable():
+        raise WireError(f"{where}: holds control or invalid characters")
+
+
+def _check_text(value: str, where: str, limit: int) -> None:
+    if len(value) > limit:
+        raise WireError(f"{where}: a string longer than {limit} characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the hub sent invalid UTF-8
+            raise WireError(f"{where}: a string that is not valid UTF-8") from None
+
+
+def _check_json(value: Any, where: str, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse what JSON text (and SQLite) cannot hold as it is (iterative: depth is hostile)."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if node is None or isinstance(node, bool | str | int | float):
+            if isinstance(node, str):
+                _check_text(node, path, FEED_TEXT_CHARS)
+            elif isinstance(node, int) and not isinstance(node, bool):
+                if not INT64[0] <= node <= INT64[1]:
+                    raise WireError(f"{path}: an integer out of range")
+            elif isinstance(node, float) and not math.isfinite(node):
+                raise WireError(f"{path}: a number that is not finite")
+            continue
+        if not isinstance(node, dict | list):  # msgpack bin, ext, timestamp
+            raise WireError(f"{path}: a {type(node).__name__} value (not a JSON type)")
+        if depth > max_depth:
+            raise WireError(f"{path}: nests deeper than {max_depth} levels")
+        if isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node))
+            continue
+        for key, child in node.items():
+            if not isinstance(key, str):
+                raise WireError(f"{path}: a {type(key).__name__} map key (not a string)")
+            _check_text(key, path, FEED_ID_CHARS)
+            stack.append((child, f"{path}.{key[:40]}", depth + 1))
 
 
 def decode_optimization_results(body: bytes) -> tuple[OptimizationResult, ...]:
@@ -317,6 +434,17 @@ def decode_optimization_results(body: bytes) -> tuple[OptimizationResult, ...]:
             raise WireError(f"{where}.hash: expected a string")
         out.append(OptimizationResult(_text(one, "id", where), status, detail, hash_))
     return tuple(out)
+
+
+def decode_results_ack(body: bytes) -> None:
+    """The hub's answer to a results post: a v1 map (`accepted` and `unknown` counts when
+    given). Anything else (a proxy's or a captive portal's HTML page answered with 200) is no
+    acknowledgement: WireError."""
+    doc = _map(unpackb(body), "ack")
+    _version(doc, "ack")
+    for key in ("accepted", "unknown"):
+        if key in doc:
+            _int(doc, key, "ack")
 
 
 def _item(raw: Mapping[str, Any], where: str) -> Item:

@@ -41,6 +41,9 @@ import pytest
 
 from bridge_agent.agent import Agent
 from bridge_agent.config import Secret, StoreSettings
+from bridge_agent.downstream.jsonld import build_jsonld
+from bridge_agent.platforms.woocommerce.mapping import MappingOptions, map_product
+from bridge_agent.platforms.woocommerce.writer import _jsonld_text as jsonld_meta_text
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
 from bridge_agent.sources.spool import SpoolFileError, is_spool_name, parse_spool
 from tests.conftest import Hub, make_config
@@ -574,6 +577,43 @@ def test_jsonld_stored_as_an_array_is_printed_too(store: Store) -> None:
     (page,) = store.request({"op": "get", "id": product})
     _, scripts = page_scripts(page["url"])
     assert [(d, h) for d, c, h in json_ld(scripts) if c == "bridge-agent-jsonld"] == [(doc, True)]
+
+
+def test_the_wordpress_plugin_prints_what_the_agent_wrote(store: Store) -> None:
+    """The document the agent builds for a simulator catalog product, stored as the WooCommerce
+    writer sends it in `meta_data` (its text), is what the product page prints, inert."""
+    catalog = WooSimulator.generate(products=6, seed=11, variable_ratio=0.3, no_image_ratio=0)
+    hostile = {
+        "name": 'Mug </script><script>alert("pwned")</script> \u2028 Café ☕',
+        "description": "<!-- <script> --> & \"quoted\" 'single' </SCRIPT >",
+    }
+    shown = 0
+    for item in catalog.truth():
+        canonical, _ = map_product(
+            item["product"], item["variations"], options=MappingOptions(currency="EUR")
+        )
+        built = build_jsonld(canonical, hub=hostile, store_url="https://shop.example")
+        text = jsonld_meta_text(built.document)  # exactly what the writer puts in meta_data
+        (product,) = store.request(
+            {"op": "create", "title": f"Agent {canonical.id}", "sku": f"AG-{canonical.id}"}
+        )
+        store.request({"op": "meta", "id": product, "key": "_bridge_jsonld", "value": text})
+        (page,) = store.request({"op": "get", "id": product})
+        html, scripts = page_scripts(page["url"])
+        assert not PHP_PROBLEM.search(html)
+        ours = [(d, h) for d, c, h in json_ld(scripts) if c == "bridge-agent-jsonld"]
+        assert ours == [(built.document, True)], canonical.id
+        (printed,) = [t for a, t, _ in scripts if a.get("class") == "bridge-agent-jsonld"]
+        assert "<" not in printed and ">" not in printed
+        assert not any("alert(" in t and a.get("type") is None for a, t, _ in scripts)
+        shown += 1
+    assert shown == 6
+    # Both kinds were printed: a Product with an offer and a ProductGroup with variants.
+    kinds = {
+        build_jsonld(map_product(i["product"], i["variations"])[0]).document["@type"]
+        for i in catalog.truth()
+    }
+    assert kinds == {"Product", "ProductGroup"}
 
 
 def test_the_product_shown_on_another_page_keeps_woocommerce_markup(store: Store) -> None:

@@ -39,23 +39,33 @@ product and stores its new hash, so the echo hashes equal and is not shipped": t
 event and poll that the write itself causes re-fetch the same content, find the mirror's hash
 equal, and ship nothing; no loop can start.
 
-**JSON-LD.** The `jsonld.to` the hub sends is written as it is, through `jsonld_document` (the
-integration point for `downstream/jsonld.py`, which will rebuild it from the current product and
-the hub's document).
+**JSON-LD.** The document written is built (`jsonld_document`, downstream/jsonld.py) from the
+product as the mirror holds it now (or as the store answers, for a product the mirror has not
+seen) plus what the hub sent in `jsonld.to`: the hub may improve descriptive text, never the
+offers, which are the store's live facts. It has no `from`: the agent owns `_bridge_jsonld`, so
+it is written whatever the store holds (an interrupted one too). The document written, its
+fingerprint and the hub's values are recorded in the outcome's transaction (`jsonld` table): from
+then on the keeper (downstream/keeper.py) rewrites it when the store's price or stock changes.
+
+**Description addition.** `description_html: {"from": ..., "append": "<p>...</p>"}` adds to the
+description instead of replacing it: the value written is `from` + `append`, on the same
+condition (the store must still hold `from`). A `from` that already ends with the addition is
+written as it is, so an addition sent twice is added once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from bridge_agent.errors import PlatformError
+from bridge_agent.downstream.jsonld import JsonLd, JsonLdOptions
+from bridge_agent.errors import InputError, PlatformAmbiguous, PlatformError
+from bridge_agent.inputs import loads_json
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change, Product
 from bridge_agent.platforms.base import (
@@ -69,12 +79,14 @@ from bridge_agent.platforms.base import (
     fetch_many,
 )
 from bridge_agent.store import Entry, Event, Outcome, Replaced, StateStore, now_ms
+from bridge_agent.store.jsonld import Kept
 from bridge_agent.sync.hashing import content_hash
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.downstream")
 
-ROUND = 50  # optimisations per round: one batched read, one batched write
+ROUND = 100  # optimisations per round: one batched read and one batched write (WooCommerce: 100)
+MAX_COMPARED_BYTES = 4 * 1024 * 1024  # a store value parsed as JSON to compare it (JSON-LD)
 IDLE_CHECK = 5.0  # seconds between looks at the journal without a nudge (CLI approvals)
 FIELD_OUTCOMES = ("applied", "conflict", "failed", "unsupported")
 
@@ -86,6 +98,8 @@ class DownstreamSettings:
     apply_mode: str = "auto"  # "auto" | "review"
     alt_shared_attachments: bool = False
     concurrency: int = 4  # product re-fetches at once after a write
+    # How the store's JSON-LD is built (the keeper builds with the same options).
+    jsonld: JsonLdOptions = field(default_factory=JsonLdOptions)
 
 
 @dataclass(slots=True)
@@ -101,7 +115,12 @@ class _Field:
     status: int | None = None
     write: bool = False  # to be written (the store holds `from`)
     current: Any = None
+    after: Any = None  # what the store holds after the write (read back)
+    read_back: bool = False  # `after` was read
     name: str | None = None  # a field name this agent does not know (`ref` is a stand-in)
+    hub: Any = None  # JSON-LD: the hub's `jsonld.to`, built into `to` by `_build_jsonld`
+    keep: Kept | None = None  # JSON-LD: what the keeper keeps once it is applied
+    note: str | None = None  # said in the event of an applied field (the builder's warnings)
 
     def decide(self, outcome: str, detail: str | None = None, status: int | None = None) -> None:
         self.outcome, self.detail, self.status = outcome, detail, status
@@ -133,13 +152,15 @@ class _Plan:
     in_doubt: bool = False  # found `applying`: never written again
 
 
-def jsonld_document(entry: Entry, spec: Mapping[str, Any]) -> Any:
-    """The JSON-LD to write for an optimisation: for now the hub's `jsonld.to` as it is.
-
-    Integration point for `downstream/jsonld.py` (`build_jsonld`): rebuild it from the current
-    product and the hub's document, so the page never shows an offer the store no longer makes.
-    """
-    return spec.get("to")
+def jsonld_document(
+    product: Product, hub: Any, options: JsonLdOptions, seen_hash: str | None = None
+) -> tuple[JsonLd, Kept]:
+    """The JSON-LD to write for `product` with the hub's `jsonld.to`, and what the keeper keeps
+    of it once written: the store's current product decides the offers, the hub only text."""
+    accepted = hub if isinstance(hub, Mapping) else None
+    built = options.build(product, accepted)
+    kept = Kept(product.id, hub, options.inputs(product, accepted), built.document, seen_hash)
+    return built, kept
 
 
 class Applier:
@@ -204,13 +225,46 @@ class Applier:
                     await self._wake.wait()
 
     async def apply_pending(self) -> int:
-        """Act on every open optimisation of the journal; how many were settled."""
+        """Act on every open optimisation of the journal; how many were settled.
+
+        PlatformError (the store cannot be read or written now) goes up: nothing was decided,
+        the caller backs off. Anything else is this round's own failure (a bug, or a value no
+        check foresaw): the round is tried again one optimisation at a time, and the one that
+        still fails is settled `failed` with the reason, so that nothing a hub or a store
+        sends can stop the root task or come back to stop it at every start."""
         settled = 0
         while True:
             entries = await self._state.journal_open(self.store_id, limit=self._round)
             if not entries:
                 return settled
-            settled += await self.apply_round(_one_per_product(entries))
+            batch = _one_per_product(entries)
+            try:
+                settled += await self.apply_round(batch)
+            except PlatformError:
+                raise
+            except Exception:
+                log.exception("downstream_round_failed", store=self.store_id, size=len(batch))
+                for entry in batch:
+                    try:
+                        settled += await self.apply_round([entry])
+                    except PlatformError:
+                        raise
+                    except Exception as exc:
+                        await self._give_up(entry, exc)
+                        settled += 1
+
+    async def _give_up(self, entry: Entry, exc: Exception) -> None:
+        """Settle an optimisation that cannot be applied at all as `failed`, loudly."""
+        reason = f"could not be applied: {type(exc).__name__}: {str(exc)[:300]}"
+        log.error("downstream_optimization_failed", store=self.store_id, id=entry.id, error=reason)
+        outcome = Outcome(entry.id, "failed", detail=reason)
+        event = Event(
+            now_ms(), "error", self.store_id, entry.product, None,
+            f"optimization {entry.id}: {reason}",
+        )  # fmt: skip
+        await self._state.journal_outcome(self.store_id, [outcome], events=[event])
+        self._count([outcome])
+        self._on_outcome()
 
     # -- one round -----------------------------------------------------------------------------
 
@@ -245,12 +299,16 @@ class Applier:
         plans = [await self._plan(e) for e in entries if e not in held]
         if not plans:
             return len(held)
+        await self._build_jsonld(plans)
         await self._read(plans)
         fresh = [p.entry.id for p in plans if not p.in_doubt]
         if fresh:
             await self._state.journal_applying(store, fresh)
         written = await self._write(plans)
-        products = await self._refetch(written)
+        # After a restart the write of an interrupted optimisation may have landed in the
+        # earlier life, whose echo was lost with it: re-read those products too (guarantee 6).
+        interrupted = {p.entry.product for p in plans if p.in_doubt}
+        products = await self._refetch(written | interrupted)
         await self._record(plans, products)
         return len(held) + len(plans)
 
@@ -276,6 +334,40 @@ class Applier:
                     )
         return plan
 
+    async def _build_jsonld(self, plans: Sequence[_Plan]) -> None:
+        """The JSON-LD documents of the round, from the products as the mirror holds them (one
+        read), or as the store answers for a product the mirror has not seen yet."""
+        todo = [
+            (p.entry.product, f)
+            for p in plans
+            for f in p.fields
+            if f.outcome is None and f.ref.field is WriteField.JSONLD
+        ]
+        if not todo:
+            return
+        found = await self._state.mirror_products(self.store_id, [pid for pid, _ in todo])
+        for pid, f in todo:
+            seen: str | None = None
+            product: Product | None
+            if pid in found:
+                product, seen = found[pid]
+            else:
+                try:
+                    product = await self._platform.fetch_product(pid)
+                except PlatformError as exc:
+                    f.decide("failed", f"the product could not be read to build its JSON-LD: {exc}")
+                    continue
+                if product is None:
+                    f.decide("failed", f"product {pid} is not in the store")
+                    continue
+            built, f.keep = jsonld_document(product, f.hub, self.settings.jsonld, seen)
+            f.to = built.document
+            if built.warnings:
+                f.note = "; ".join(built.warnings)
+                log.info(
+                    "jsonld_warnings", store=self.store_id, product=pid, warnings=built.warnings
+                )
+
     async def _read(self, plans: Sequence[_Plan]) -> None:
         """The current value of every undecided field (one batched read), and the decision."""
         todo = [f for p in plans for f in p.fields if f.outcome is None]
@@ -289,9 +381,9 @@ class Applier:
                 f.current = now = current.get(f.ref)
                 if plan.in_doubt:
                     _settle_in_doubt(f, now)
-                elif _same(now, f.to):
+                elif same(now, f.to):
                     f.decide("applied", "already held the proposed value")
-                elif not f.has_from or _same(now, f.frm):
+                elif not f.has_from or same(now, f.frm):
                     f.write = True
                 else:
                     f.decide(
@@ -308,27 +400,28 @@ class Applier:
         answers: Sequence[WriteResult | None]
         try:
             answers = _one_each(writes, await self._writer.write_fields(writes))
-        except PlatformError as exc:
-            # Ambiguous: some writes may have landed. The verify read below decides each one.
-            log.warning("downstream_write_failed", store=self.store_id, error=str(exc))
+        except PlatformAmbiguous as exc:
+            # Some writes may have landed. The verify read below decides each one.
+            log.warning("downstream_write_ambiguous", store=self.store_id, error=str(exc))
             answers = [None] * len(writes)
             for f in todo:
                 f.decide("failed", f"the store answered: {exc}", exc.status)
+        # Any other PlatformError goes up: by the Writer contract nothing was written (the
+        # store could not be read first, a 429, a refused key). The optimisations stay
+        # `applying` and the next round decides them from what the store holds, so a moment's
+        # outage never fails a whole round for good.
         for f, answer in zip(todo, answers, strict=True):
             if answer is not None:
                 f.decide(answer.outcome, answer.message, answer.status)
-        try:
-            after = await self._writer.read_fields([f.ref for f in todo])
-        except PlatformError as exc:
-            for f in todo:
-                if f.outcome == "applied":
-                    f.decide("failed", f"written, but the store could not be read back: {exc}")
-            return {f.ref.product for f in todo}
+        # A store that cannot be read back now goes up too: the writes stay in doubt, and the
+        # next round reads them (a field holding the new value is then `applied`).
+        after = await self._writer.read_fields([f.ref for f in todo])
         for f in todo:
             there = after.get(f.ref)
-            if f.outcome == "applied" and not _same(there, f.to):
+            f.after, f.read_back = there, True
+            if f.outcome == "applied" and not same(there, f.to):
                 f.decide("failed", "the store answered success but does not hold the new value")
-            elif f.outcome in ("failed", "conflict") and _same(there, f.to):
+            elif f.outcome in ("failed", "conflict") and same(there, f.to):
                 f.decide("applied", "verified by reading again after an unclear answer")
         return {f.ref.product for f in todo}
 
@@ -359,6 +452,8 @@ class Applier:
                     f.decide("failed", "not decided")
                 level = "info" if f.outcome == "applied" else "warning"
                 why = f": {f.detail}" if f.detail else ""
+                if f.outcome == "applied" and f.note:
+                    why += f" (warnings: {f.note})"
                 events.append(
                     Event(
                         at,
@@ -379,14 +474,18 @@ class Applier:
                     [f.result() for f in plan.fields],
                     _detail(plan.fields),
                     hash_,
-                    [
-                        Replaced(entry.product, f.field, f.ref.image, f.current, f.to)
-                        for f in plan.fields
-                        if f.outcome == "applied" and (f.write or plan.in_doubt)
-                    ],
+                    [_replaced(entry, f, plan.in_doubt) for f in plan.fields if _replaces(f, plan)],
                 )
             )
-        queued = await self._state.journal_outcome(store, outcomes, changes=changes, events=events)
+        kept = [
+            f.keep
+            for plan in plans
+            for f in plan.fields
+            if f.keep is not None and f.outcome == "applied"
+        ]
+        queued = await self._state.journal_outcome(
+            store, outcomes, changes=changes, events=events, jsonld=kept
+        )
         for plan in plans:
             for f in plan.fields:
                 self._metrics.inc(
@@ -439,17 +538,47 @@ def _fields_of(entry: Entry, name: str, spec: Any) -> list[_Field]:
     if kind is WriteField.JSONLD:
         if not isinstance(spec, Mapping) or "to" not in spec:
             return [_malformed(entry, kind, 'expected {"to": {...}}')]
-        return [_Field(FieldRef(entry.product, kind), jsonld_document(entry, spec), has_from=False)]
+        # Built in `_build_jsonld` from the current product: the hub's document gives text only.
+        return [_Field(FieldRef(entry.product, kind), None, has_from=False, hub=spec["to"])]
+    if kind is WriteField.DESCRIPTION and isinstance(spec, Mapping) and "append" in spec:
+        return [_addition(entry, spec)]
     return [_change(entry, kind, spec)]
 
 
-def _change(entry: Entry, kind: WriteField, spec: Any, *, image: str | None = None) -> _Field:
-    ref = FieldRef(entry.product, kind, image)
-    if not isinstance(spec, Mapping) or "to" not in spec:
+def _addition(entry: Entry, spec: Mapping[str, Any]) -> _Field:
+    """`description_html: {"from": ..., "append": ...}`: the store must still hold `from`; the
+    value written is `from` + `append` (or `from` itself if it already ends with the addition:
+    an addition is made once)."""
+    ref = FieldRef(entry.product, WriteField.DESCRIPTION)
+    frm, append = spec.get("from"), spec.get("append")
+    if (
+        "to" in spec
+        or "from" not in spec
+        or not isinstance(append, str)
+        or not append
+        or not isinstance(frm, str | None)
+    ):
         f = _Field(ref, None)
-        f.decide("failed", 'malformed: expected {"from": ..., "to": ...}')
+        f.decide("failed", 'malformed: expected {"from": "<html>", "append": "<html>"}')
         return f
-    return _Field(ref, spec["to"], spec.get("from"), has_from="from" in spec)
+    base = frm or ""  # an empty description (None) gets the addition alone
+    return _Field(ref, base if base.endswith(append) else base + append, frm)
+
+
+def _change(entry: Entry, kind: WriteField, spec: Any, *, image: str | None = None) -> _Field:
+    """A text field: `from` (the value the hub saw, null for none) is required, because it is
+    what protects the merchant's value (guarantee 5); both values are text or null."""
+    ref = FieldRef(entry.product, kind, image)
+    problem = None
+    if not isinstance(spec, Mapping) or "to" not in spec or "from" not in spec:
+        problem = 'malformed: expected {"from": ..., "to": ...} (`from` is the value the hub saw)'
+    elif not all(v is None or isinstance(v, str) for v in (spec["from"], spec["to"])):
+        problem = f"malformed: {kind} takes text (or null) for `from` and `to`"
+    if problem is not None:
+        f = _Field(ref, None)
+        f.decide("failed", problem)
+        return f
+    return _Field(ref, spec["to"], spec["from"])
 
 
 def _malformed(entry: Entry, kind: WriteField, expected: str) -> _Field:
@@ -470,26 +599,51 @@ def _one_each(
     return answers
 
 
+def _replaces(f: _Field, plan: _Plan) -> bool:
+    """Whether this field replaced a value in the store (kept for a rollback): written and the
+    store no longer holds the old value (applied, or altered by the store on save: then the
+    merchant's value is gone all the same), or found applied after a restart."""
+    if f.write and f.read_back:
+        return not same(f.after, _old(f))
+    return plan.in_doubt and f.outcome == "applied"
+
+
+def _old(f: _Field) -> Any:
+    """The value the agent replaced: the hub's `from` (the store held it, or the write would
+    not have gone), or for JSON-LD, which has none, what the store held before."""
+    return f.frm if f.has_from else f.current
+
+
+def _replaced(entry: Entry, f: _Field, in_doubt: bool) -> Replaced:
+    new = f.after if f.read_back else f.to
+    return Replaced(entry.product, f.field, f.ref.image, _old(f), new)
+
+
 def _settle_in_doubt(f: _Field, now: Any) -> None:
     """A field of an interrupted optimisation, decided from what the store holds now: the new
     value is there (the write had landed: applied, never written again); the value the hub saw
     is still there (the write never landed: written now, once, on the same condition); anything
     else is the merchant's (kept, conflict)."""
-    if _same(now, f.to):
+    if same(now, f.to):
         f.decide("applied", "verified after a restart (the write had landed)")
-    elif f.has_from and _same(now, f.frm):
-        f.write = True
+    elif not f.has_from or same(now, f.frm):
+        f.write = True  # no `from` (JSON-LD): the agent owns the field, it writes it again
     else:
         f.decide("conflict", "interrupted; the store now holds another value (kept)")
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal values; JSON documents compare by content, and an empty text equals nothing."""
+def same(a: Any, b: Any) -> bool:
+    """Equal values; JSON documents compare by content, and an empty text equals nothing.
+
+    The store's text is parsed within bounds: anyone who can edit the store may have put a
+    hostile document there, and a RecursionError must not stop the applier."""
     if isinstance(a, str) and isinstance(b, Mapping):
-        with contextlib.suppress(ValueError):
-            return bool(json.loads(a) == b)
+        try:
+            return bool(loads_json(a, max_bytes=MAX_COMPARED_BYTES, what="value") == b)
+        except InputError:
+            return False
     if isinstance(b, str) and isinstance(a, Mapping):
-        return _same(b, a)
+        return same(b, a)
     return (a or None) == (b or None)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from bridge_agent.config import StoreSettings
 from bridge_agent.downstream.apply import Applier, DownstreamSettings
 from bridge_agent.downstream.feed import LONG_POLL, FeedReader, HubLink
+from bridge_agent.downstream.keeper import jsonld_options
 from bridge_agent.downstream.results import ResultPoster
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms.base import WRITE_CAPABILITIES, Platform, Writer, capabilities_of
@@ -52,14 +53,33 @@ class Downstream:
             metrics,
             capabilities=capabilities_of(platform),
             settings=DownstreamSettings(
-                store.apply_mode, store.alt_shared_attachments, store.concurrency
+                store.apply_mode,
+                store.alt_shared_attachments,
+                store.concurrency,
+                jsonld_options(store),
             ),
             on_outcome=self.results.nudge,
             on_recorded=on_recorded,
         )
         self.feed = FeedReader(
-            store.id, hub, state, metrics, on_journaled=self.applier.nudge, wait=wait
+            store.id,
+            hub,
+            state,
+            metrics,
+            on_journaled=self.applier.nudge,
+            on_refused=self.results.nudge,
+            wait=wait,
         )
+
+    def problem(self) -> str | None:
+        """What is wrong with the downstream direction now, for `status` (None: all is well):
+        the current error of the feed, the apply loop or the result poster, first found."""
+        errors = (
+            ("feed", self.feed.last_error),
+            ("apply", self.applier.last_error),
+            ("results", self.results.last_error),
+        )
+        return next((f"{part}: {error}" for part, error in errors if error), None)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -85,6 +85,7 @@ __all__ = [
     "NAME_MAX",
     "STORE_FACTS",
     "JsonLd",
+    "JsonLdOptions",
     "build_jsonld",
     "gtin_property",
     "jsonld_inputs",
@@ -169,6 +170,40 @@ class JsonLd:
         """True when some offer carries a price: the product can be a rich result at all."""
         doc = self.document
         return "offers" in doc or any("offers" in v for v in doc.get("hasVariant", ()))
+
+
+@dataclass(frozen=True, slots=True)
+class JsonLdOptions:
+    """A store's options of `build_jsonld` and `jsonld_inputs`, held once per store (the apply
+    path and the keeper must build with the same ones, or every fingerprint would differ)."""
+
+    store_url: str | None = None
+    currency: str | None = None
+    brand: str | None = None
+    condition: Condition = "NewCondition"
+    variants: VariantsAs = "group"
+
+    def build(self, product: Product, hub: Mapping[str, Any] | None = None) -> JsonLd:
+        return build_jsonld(
+            product,
+            hub=hub,
+            store_url=self.store_url,
+            currency=self.currency,
+            brand=self.brand,
+            condition=self.condition,
+            variants=self.variants,
+        )
+
+    def inputs(self, product: Product, hub: Mapping[str, Any] | None = None) -> str:
+        return jsonld_inputs(
+            product,
+            hub=hub,
+            store_url=self.store_url,
+            currency=self.currency,
+            brand=self.brand,
+            condition=self.condition,
+            variants=self.variants,
+        )
 
 
 @dataclass(frozen=True, slots=True)

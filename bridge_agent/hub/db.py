@@ -32,7 +32,8 @@ Schema (migrations keyed on `PRAGMA user_version`; append, never edit a released
   benchmark and operators.
 - `optimizations`: the downstream queue. `cursor` (AUTOINCREMENT, so never reused, even after the
   newest row is deleted) orders the feed; `id` is what agents report results against; `status`,
-  `detail`, `hash` and `reported_at` hold the last result an agent reported.
+  `detail`, `hash` and `reported_at` hold the last result an agent reported (a `rolled_back`
+  after an `applied`: the agent reports in that order, so the last one is the store's state).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ commit):
 - `runs.py`: resumable runs and their checkpoints;
 - `events.py`: the event log operators read;
 - `journal.py`: the downstream journal (optimisations, their outcomes, the values replaced);
+- `jsonld.py`: the JSON-LD the agent wrote per product, which the keeper keeps true to the store;
 - `cursors.py`: where incremental streams resume;
 - `meta.py`: small facts (the seq counter, the last shipment);
 - `identity.py`: the check that the file is still the one opened;
@@ -26,7 +27,16 @@ from __future__ import annotations
 
 from bridge_agent.store.events import Event
 from bridge_agent.store.hints import Hint
-from bridge_agent.store.journal import Entry, Outcome, Received, Replaced, Report
+from bridge_agent.store.journal import (
+    Entry,
+    Outcome,
+    Received,
+    Replaced,
+    ReplacedRow,
+    Report,
+    Rollback,
+    RollbackReport,
+)
 from bridge_agent.store.mirror import MirrorState, Repairs
 from bridge_agent.store.outbox import DueItem, OutboxRow, OutboxStats, Settlement
 from bridge_agent.store.runs import Run
@@ -46,7 +56,10 @@ __all__ = [
     "Received",
     "Repairs",
     "Replaced",
+    "ReplacedRow",
     "Report",
+    "Rollback",
+    "RollbackReport",
     "Run",
     "Settlement",
     "StateStore",

@@ -16,6 +16,11 @@ States, and why each transition is its own commit:
 - `pending_review`: held for a reviewer (`apply_mode = "review"`); `approvals approve` sets
   `approved` and puts it back to `received`, `reject` makes it `rejected_by_reviewer`.
 
+**Rollback** (`bridge-agent rollback`, downstream/rollback.py): a restored `replaced` row is
+marked with the `rollbacks` row that restored it (never restored twice), and that row, one per
+optimisation, waits as `unreported` until the hub acknowledges its `rolled_back` result. Both
+are written in one transaction with the rollback's events (`StateStore.record_rollbacks`).
+
 `report` says what the hub has been told: `unreported` from every reportable state change until
 the hub acknowledges *that* state (`mark_reported` is conditioned on the state sent, like the
 outbox's seq check: a `pending_review` acknowledged after the optimisation was applied leaves
@@ -61,6 +66,16 @@ class Received:
     product: str
     fields: Mapping[str, Any]
     created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A feed item that is no usable optimisation (malformed): journaled `failed` at once, so
+    the hub hears about it, and never acted on. `product` is "" when the hub's was unusable."""
+
+    id: str
+    product: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +168,25 @@ def add(tx: Transaction, store: str, received: Iterable[Received]) -> int:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store, id) DO NOTHING",
             (store, opt.id, seq, opt.product, json.dumps(opt.fields), opt.created_at, now, now),
         ).rowcount
+    return added
+
+
+def add_refused(tx: Transaction, store: str, refused: Iterable[Refused]) -> list[Refused]:
+    """Journal refused feed items as `failed`, to report; one already journaled (a good one of
+    that id, or a page read again) is left as it is. The refusals that were new."""
+    now = now_ms()
+    row = tx.execute("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE store=?", (store,)).fetchone()
+    seq = int(row[0])
+    added = []
+    for one in refused:
+        seq += 1
+        if tx.execute(
+            "INSERT INTO journal (store, id, seq, product, fields, created_at, received_at,"
+            " updated_at, state, detail, report) VALUES (?, ?, ?, ?, '{}', ?, ?, ?, 'failed', ?,"
+            " 'unreported') ON CONFLICT (store, id) DO NOTHING",
+            (store, one.id, seq, one.product, now, now, now, one.detail),
+        ).rowcount:
+            added.append(one)
     return added
 
 
@@ -328,3 +362,107 @@ def image_users(
             if i in held:
                 out[i].add(str(id_))
     return out
+
+
+# -- rollback (migration 4: `rollbacks`, `replaced.rolled_back`) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplacedRow:
+    """A `replaced` row with what a rollback needs: its id, optimisation, time, and whether a
+    rollback already restored it (`rolled_back`, the `rollbacks` row id)."""
+
+    id: int
+    optimization: str
+    product: str
+    field: str
+    image: str | None
+    old: Any
+    new: Any
+    at: int
+    rolled_back: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """What one rollback did to one optimisation: the `rollbacks` row to write, and the
+    `replaced` rows it restored (marked, so they are never restored twice)."""
+
+    optimization: str
+    detail: str
+    restored: Sequence[int]  # replaced.id
+    hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackReport:
+    """A `rolled_back` result the hub has not acknowledged yet (`id`: the rollbacks row)."""
+
+    id: int
+    optimization: str
+    detail: str
+    hash: str | None
+
+
+def replaced_rows(
+    db: sqlite3.Connection,
+    store: str,
+    *,
+    product: str | None = None,
+    optimization: str | None = None,
+    since: int | None = None,
+    rolled_back: bool = False,
+) -> list[ReplacedRow]:
+    """The values the agent replaced in `store` (of one product, one optimisation, at or after
+    `since` ms), newest first; those a rollback restored only with `rolled_back`."""
+    rows = db.execute(
+        "SELECT id, optimization, product, field, image, old_value, new_value, at, rolled_back"
+        " FROM replaced WHERE store=?1 AND (?2 IS NULL OR product=?2)"
+        " AND (?3 IS NULL OR optimization=?3) AND (?4 IS NULL OR at>=?4)"
+        " AND (?5 OR rolled_back IS NULL) ORDER BY at DESC, id DESC",
+        (store, product, optimization, since, rolled_back),
+    ).fetchall()
+    return [
+        ReplacedRow(
+            int(id_), opt, p, f, i, json.loads(o) if o is not None else None,
+            json.loads(n) if n is not None else None, int(at), rb,
+        )
+        for id_, opt, p, f, i, o, n, at, rb in rows
+    ]  # fmt: skip
+
+
+def replaced_stores(db: sqlite3.Connection) -> list[str]:
+    """The stores the agent ever replaced a value in."""
+    return [str(s) for (s,) in db.execute("SELECT DISTINCT store FROM replaced ORDER BY store")]
+
+
+def add_rollback(tx: Transaction, store: str, rollback: Rollback) -> int:
+    """Record one optimisation's rollback (to report as `rolled_back`) and mark the rows it
+    restored; the rollbacks row id."""
+    row = tx.execute(
+        "INSERT INTO rollbacks (store, optimization, at, detail, hash) VALUES (?, ?, ?, ?, ?)"
+        " RETURNING id",
+        (store, rollback.optimization, now_ms(), rollback.detail, rollback.hash),
+    ).fetchone()
+    rollback_id = int(row[0])
+    tx.executemany(
+        "UPDATE replaced SET rolled_back=? WHERE store=? AND id=? AND rolled_back IS NULL",
+        [(rollback_id, store, replaced) for replaced in rollback.restored],
+    )
+    return rollback_id
+
+
+def unreported_rollbacks(db: sqlite3.Connection, store: str, limit: int) -> list[RollbackReport]:
+    rows = db.execute(
+        "SELECT id, optimization, detail, hash FROM rollbacks"
+        " WHERE store=? AND report='unreported' ORDER BY id LIMIT ?",
+        (store, limit),
+    ).fetchall()
+    return [RollbackReport(int(i), o, d, h) for i, o, d, h in rows]
+
+
+def mark_rollbacks_reported(tx: Transaction, store: str, ids: Sequence[int]) -> None:
+    tx.executemany(
+        "UPDATE rollbacks SET report='reported' WHERE store=? AND id=?",
+        [(store, id_) for id_ in ids],
+    )

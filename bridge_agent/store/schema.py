@@ -35,9 +35,21 @@ Tables:
   nothing to tell the hub, `unreported` until the hub acknowledges the current state,
   `reported`). `approved` is set by `approvals approve` for an optimisation held in review.
 - `replaced` (migration 3): every value the agent replaced in a store (the optimisation, field,
-  image, old and new value as JSON, time): what a rollback restores.
+  image, old and new value as JSON, time): what a rollback restores. `rolled_back` (migration 4)
+  is the `rollbacks` row that restored the old value (NULL while the agent's value stands), so
+  the same value is never rolled back twice.
   The downstream feed's cursor is a `cursors` row (stream `downstream`), moved in the
   transaction that journals the page it follows.
+- `rollbacks` (migration 4): one row per optimisation a `bridge-agent rollback` restored values
+  of, with the per-field `detail`, the product `hash` after, and `report` (`unreported` until
+  the hub acknowledges the `rolled_back` result the daemon's result poster sends).
+- `jsonld` (migration 5, the JSON-LD keeper): per (store, product) whose
+  `_bridge_jsonld` the agent wrote, the hub's `jsonld.to` it was built with (`hub`), the builder's
+  `fingerprint` of its inputs, the `document` written (JSON: what the store must still hold for
+  the agent to rewrite it), `seen_hash` (the mirror hash last compared with the fingerprint: a
+  row whose product's hash is still that one needs no look), `state` (`kept`, or `foreign` once
+  someone else changed the meta: left alone) and `version` (bumped on every write of the row, so
+  the keeper's updates cannot overwrite an apply that happened meanwhile). store/jsonld.py.
 """
 
 from __future__ import annotations
@@ -167,5 +179,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX replaced_product ON replaced (store, product, at);
     CREATE INDEX replaced_optimization ON replaced (store, optimization);
+    """,
+    # 4: rollback (downstream/rollback.py). A table of its own, not a journal state: the journal
+    # keeps what the apply did, and one optimisation may be rolled back in parts.
+    """
+    CREATE TABLE rollbacks (
+        id           INTEGER PRIMARY KEY,
+        store        TEXT NOT NULL,
+        optimization TEXT NOT NULL,
+        at           INTEGER NOT NULL,
+        detail       TEXT NOT NULL,
+        hash         TEXT,
+        report       TEXT NOT NULL DEFAULT 'unreported'
+                     CHECK (report IN ('unreported', 'reported'))
+    );
+    CREATE INDEX rollbacks_report ON rollbacks (store, report, id);
+
+    ALTER TABLE replaced ADD COLUMN rolled_back INTEGER;
+    CREATE INDEX replaced_at ON replaced (store, at);
+    """,
+    # 5: the JSON-LD keeper (downstream/keeper.py): what the agent last wrote to `_bridge_jsonld`.
+    """
+    CREATE TABLE jsonld (
+        store       TEXT NOT NULL,
+        product     TEXT NOT NULL,
+        hub         TEXT,
+        fingerprint TEXT NOT NULL,
+        document    TEXT NOT NULL,
+        seen_hash   TEXT,
+        state       TEXT NOT NULL DEFAULT 'kept' CHECK (state IN ('kept', 'foreign')),
+        version     INTEGER NOT NULL DEFAULT 1,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (store, product)
+    ) WITHOUT ROWID;
     """,
 )

@@ -45,12 +45,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge_agent.errors import StateStoreError
-from bridge_agent.model import Change
+from bridge_agent.model import Change, Product
 from bridge_agent.store import cursors, events, hints, journal, meta, mirror, outbox, runs
+from bridge_agent.store import jsonld as jsonld_table
 from bridge_agent.store.events import Event
 from bridge_agent.store.hints import Hint
 from bridge_agent.store.identity import FileIdentity
-from bridge_agent.store.journal import Entry, Outcome, Received, Replaced, Report
+from bridge_agent.store.journal import (
+    Entry,
+    Outcome,
+    Received,
+    Replaced,
+    ReplacedRow,
+    Report,
+    Rollback,
+    RollbackReport,
+)
+from bridge_agent.store.jsonld import Kept, Stale
+from bridge_agent.store.jsonld import Row as JsonLdRow
 from bridge_agent.store.mirror import MirrorState, Repairs
 from bridge_agent.store.outbox import DueItem, OutboxRow, OutboxStats, Settlement
 from bridge_agent.store.runs import Run
@@ -458,15 +470,33 @@ class StateStore:
 
     # -- downstream journal (store/journal.py) -------------------------------------------------
 
-    async def journal_received(self, store: str, received: Sequence[Received], cursor: str) -> int:
+    async def journal_received(
+        self,
+        store: str,
+        received: Sequence[Received],
+        cursor: str,
+        *,
+        refused: Sequence[journal.Refused] = (),
+    ) -> int:
         """Journal a feed page and move the feed cursor past it, in one transaction: after a
         crash either both are on disk or neither (the page is read again and journals nothing
-        twice, the key being the optimisation id). Returns how many were new."""
+        twice, the key being the optimisation id). `refused`: the page's malformed items,
+        journaled `failed` (to report) with one warning event each. Returns how many were new
+        (refused ones included)."""
 
         def write(tx: Transaction) -> int:
             added = journal.add(tx, store, received)
+            new_refusals = journal.add_refused(tx, store, refused)
+            for one in new_refusals:
+                events.add(
+                    tx,
+                    f"optimization {one.id} refused: {one.detail}",
+                    level="warning",
+                    store=store,
+                    product=one.product or None,
+                )
             cursors.set_value(tx, store, journal.STREAM, cursor)
-            return added
+            return added + len(new_refusals)
 
         return await self._transact(write)
 
@@ -485,10 +515,13 @@ class StateStore:
         *,
         changes: Sequence[Change] = (),
         events: Sequence[Event] = (),
+        jsonld: Sequence[Kept] = (),
     ) -> int:
         """Record outcomes, the values they replaced, the products as re-read after the write
         (the mirror and, when they changed, the outbox: the echo guard of guarantee 6) and their
-        events, in one transaction. Returns the outbox rows queued."""
+        events, in one transaction. Returns the outbox rows queued. `jsonld`: the JSON-LD
+        documents written, which the keeper keeps true to the store from then on (in the same
+        transaction: a written document is never unknown to it)."""
 
         def write() -> int:
             prepared = _encode_all(changes)
@@ -496,6 +529,7 @@ class StateStore:
                 queued = _record_all(tx, prepared)
                 for outcome in outcomes:
                     journal.set_outcome(tx, store, outcome)
+                jsonld_table.keep(tx, store, jsonld)
                 _add_events(tx, events)
                 return queued
 
@@ -544,6 +578,91 @@ class StateStore:
         """Per image id, the mirror's products that show it (an ALT is shared by all of them)."""
         ids = list(image_ids)
         return await self._read(lambda db: journal.image_users(db, store, ids, limit))
+
+    # -- JSON-LD keeper (store/jsonld.py) ------------------------------------------------------
+
+    async def mirror_products(
+        self, store: str, ids: Iterable[str]
+    ) -> dict[str, tuple[Product, str]]:
+        """The mirror's existing products among `ids`, with their hash."""
+        wanted = list(ids)
+        return await self._read(lambda db: jsonld_table.products(db, store, wanted))
+
+    async def jsonld_stale(self, store: str, *, after: str = "", limit: int = 100) -> list[Stale]:
+        """Kept JSON-LD whose product changed in the mirror since the keeper last compared it,
+        by product id after `after`."""
+        return await self._read(lambda db: jsonld_table.stale(db, store, after, limit))
+
+    async def jsonld_refreshed(
+        self,
+        store: str,
+        *,
+        rewritten: Sequence[tuple[Kept, int]] = (),
+        seen: Sequence[tuple[str, int, str | None]] = (),
+        released: Sequence[tuple[str, int]] = (),
+        events: Sequence[Event] = (),
+    ) -> list[str]:
+        """What one keeper round did, with its events, in one transaction; each row update is
+        conditioned on the version the keeper read. Returns the products released."""
+
+        def write(tx: Transaction) -> list[str]:
+            jsonld_table.rewrite(tx, store, rewritten)
+            jsonld_table.see(tx, store, seen)
+            gone = jsonld_table.release(tx, store, released)
+            _add_events(tx, events)
+            return gone
+
+        return await self._transact(write)
+
+    async def jsonld_rows(self, store: str) -> list[JsonLdRow]:
+        return await self._read(lambda db: jsonld_table.rows(db, store))
+
+    # -- rollback (store/journal.py, migration 4) ---------------------------------------------
+
+    async def replaced_rows(
+        self,
+        store: str,
+        *,
+        product: str | None = None,
+        optimization: str | None = None,
+        since: int | None = None,
+        rolled_back: bool = False,
+    ) -> list[ReplacedRow]:
+        """Values the agent replaced, newest first (not yet rolled back unless `rolled_back`)."""
+        return await self._read(
+            lambda db: journal.replaced_rows(
+                db,
+                store,
+                product=product,
+                optimization=optimization,
+                since=since,
+                rolled_back=rolled_back,
+            )
+        )
+
+    async def replaced_stores(self) -> list[str]:
+        return await self._read(journal.replaced_stores)
+
+    async def record_rollbacks(
+        self, store: str, rollbacks: Sequence[Rollback], events: Sequence[Event]
+    ) -> list[int]:
+        """Record what a rollback restored (each restored value marked, so never restored
+        twice; one `rolled_back` result per optimisation for the hub) and one event per field,
+        in one transaction. The rollbacks row ids."""
+
+        def write(tx: Transaction) -> list[int]:
+            ids = [journal.add_rollback(tx, store, r) for r in rollbacks]
+            _add_events(tx, events)
+            return ids
+
+        return await self._transact(write)
+
+    async def unreported_rollbacks(self, store: str, *, limit: int = 500) -> list[RollbackReport]:
+        return await self._read(lambda db: journal.unreported_rollbacks(db, store, limit))
+
+    async def mark_rollbacks_reported(self, store: str, ids: Sequence[int]) -> None:
+        """The hub acknowledged these `rolled_back` results (rollbacks row ids)."""
+        await self._transact(lambda tx: journal.mark_rollbacks_reported(tx, store, ids))
 
     # -- meta ----------------------------------------------------------------------------------
 

@@ -73,12 +73,14 @@ from typing import Any
 import structlog
 
 from bridge_agent.errors import (
+    InputError,
     PlatformAmbiguous,
     PlatformAuthFailed,
     PlatformError,
     PlatformUnavailable,
     ProductNotFound,
 )
+from bridge_agent.inputs import loads_json
 from bridge_agent.platforms.base import FieldRef, FieldWrite, WriteField, WriteResult
 from bridge_agent.platforms.woocommerce.client import Params, WooClient, WooRequestRejected
 from bridge_agent.platforms.woocommerce.mapping import SEO_META_KEYS
@@ -90,6 +92,7 @@ log = structlog.get_logger("bridge_agent.woocommerce")
 
 BATCH_LIMIT = 100  # woocommerce_rest_batch_items_limit (create + update + delete)
 JSONLD_META_KEY = "_bridge_jsonld"
+MAX_JSONLD_BYTES = 1024 * 1024  # a product's JSON-LD is a few KB; a larger meta is not ours
 _READ_FIELDS = "id,type,description,images,meta_data"
 _SEO_FIELDS = (WriteField.SEO_TITLE, WriteField.SEO_DESCRIPTION)
 
@@ -183,6 +186,13 @@ class WooWriter:
     def _check(self, write: FieldWrite, stored: _Stored | None) -> WriteResult | None:
         """The result of a write decided before anything is sent (None: it goes)."""
         ref = write.ref
+        if ref.field is not WriteField.JSONLD and not (
+            write.value is None or isinstance(write.value, str)
+        ):
+            # A hub that sends an object or a number for a text field: never its Python repr
+            # in the merchant's store.
+            kind = type(write.value).__name__
+            return WriteResult(ref, "failed", message=f"{ref.field} must be text, not {kind}")
         if ref.field is WriteField.IMAGE_ALT:
             if ref.image is None or not _digits(ref.image):
                 return WriteResult(ref, "failed", message="image_alt needs the image's id")
@@ -445,8 +455,9 @@ def _jsonld_value(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw  # WordPress answers serialized arrays as JSON already
     try:
-        return json.loads(raw)
-    except ValueError:
+        # Bounded: the meta is the store's text, which anyone with access to it may have set.
+        return loads_json(raw, max_bytes=MAX_JSONLD_BYTES, what="_bridge_jsonld")
+    except InputError:
         return raw
 
 

@@ -36,7 +36,12 @@ class Faults:
       by the host in front of the store, which never sees them;
     - `drop_reply_after_write`: the next N writes (POST, PUT, PATCH, DELETE) that succeed are
       applied, then the connection is closed without an answer (a proxy timeout or a reset
-      after the store committed: the client cannot know whether the write happened).
+      after the store committed: the client cannot know whether the write happened);
+    - `write_reply_delay_ms`: a write (POST, PUT, PATCH, DELETE) that succeeded is answered this
+      much later (the store committed; a slow hook or proxy holds the answer): a client killed
+      meanwhile never learns the outcome;
+    - `batch_item_delay_ms`: a batch endpoint applies its elements one by one, this long apart
+      (WordPress saving products in turn), so a client can die between two products of a batch.
     """
 
     latency_ms: float = 0.0
@@ -50,6 +55,8 @@ class Faults:
     refuse_methods: tuple[str, ...] = ()
     refuse_status: int = 403
     drop_reply_after_write: int = 0
+    write_reply_delay_ms: float = 0.0
+    batch_item_delay_ms: float = 0.0
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Set the given fields, checking types; raises ValueError naming the bad field."""
@@ -124,3 +131,10 @@ def drop_reply(faults: Faults, method: str, status: int) -> bool:
         return False  # only a write that committed; a refused one is answered as usual
     faults.drop_reply_after_write -= 1
     return True
+
+
+def reply_delay(faults: Faults, method: str, status: int) -> bool:
+    """Whether the answer to this write (already applied) is held `write_reply_delay_ms`."""
+    return (
+        faults.write_reply_delay_ms > 0 and method.upper() in WRITE_METHODS and 200 <= status < 300
+    )

@@ -5,13 +5,15 @@ API's ControlErrors) into WordPress JSON errors → faults (latency, injected fa
 method's WAF page: a host/WAF sits in front of WordPress, so these come before authentication) →
 authentication (wc/ routes only, before routing, as the `rest_authentication_errors` filter
 runs) → the route.
-After the route, `drop_reply_after_write` may close the connection instead of answering a write
-that was applied. `/__sim/...` skips faults and auth. The counting, the fault draw and serving
-are the shared simulator parts (`simulators/core`); how a failure looks is WordPress's, here.
+After the route, `write_reply_delay_ms` holds the answer to a write that was applied, and
+`drop_reply_after_write` may close the connection instead of answering it. `/__sim/...` skips
+faults and auth. The counting, the fault draw and serving are the shared simulator parts
+(`simulators/core`); how a failure looks is WordPress's, here.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from ssl import SSLContext
 
@@ -98,6 +100,9 @@ async def _rest_gate(request: web.Request, handler: Handler) -> web.StreamRespon
     for name, value in _WP_HEADERS.items():
         response.headers.setdefault(name, value)
     response.headers.add("Link", f'<{rest.origin(request)}/wp-json/>; rel="https://api.w.org/"')
+    if faults.reply_delay(sim.faults, request.method, response.status):
+        # Committed, answered late: a client killed meanwhile never learns the outcome.
+        await asyncio.sleep(sim.faults.write_reply_delay_ms / 1000)
     if faults.drop_reply(sim.faults, request.method, response.status) and request.transport:
         # The write is committed; its answer never leaves (a proxy gave up, a reset): the
         # client sees the connection close without a response.

@@ -15,6 +15,7 @@ routes of `simulators/core/control.py` over this simulator (same paths, same ans
 - `GET    /__sim/truth`               `{"products": [{"product": …, "variations": […]}]}`, trash
                                        included, exactly the REST JSON
 - `GET    /__sim/stats`               requests by route and status, webhook deliveries
+- `GET    /__sim/writes`              fields written through the REST API, counted per product
 - `POST   /__sim/clock`               `{"advance": s}`, `{"set": epoch | ISO}`, `{"freeze": bool}`;
                                        GET reads it
 - `GET    /__sim/info`                site URL, API keys, timezone offset
@@ -67,6 +68,11 @@ async def untrash_product(request: web.Request) -> web.Response:
     return json_response(encode(request.app[SIM].untrash_product(int(request.match_info["id"]))))
 
 
+async def rest_writes(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    return json_response(encode({"products": sim.writes(), "at": sim.written_at()}))
+
+
 async def info(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     return json_response(
@@ -111,6 +117,7 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/__sim/products/{id:\\d+}", patch_product)
     r.add_delete("/__sim/products/{id:\\d+}", delete_product)
     r.add_post("/__sim/products/{id:\\d+}/untrash", untrash_product)
+    r.add_get("/__sim/writes", rest_writes)
     r.add_get("/__sim/info", info)
     r.add_post("/__sim/keys", add_key)
     shared.add_routes(app, app[SIM], encode=encode)

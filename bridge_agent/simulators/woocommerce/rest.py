@@ -13,6 +13,7 @@ Paging (platforms.md 1.6): `per_page` 1-100 (default 10), `page` from 1, or `off
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable
@@ -318,6 +319,7 @@ async def update_product(request: web.Request) -> web.Response:
         # update_item answers 400, not 404, for an id that does not exist (platforms.md 1.3).
         raise WooError(400, "woocommerce_rest_product_invalid_id", "Invalid ID.")
     updated = writes.update(cat, item, changes)
+    request.app[SIM].count_write(updated.id, changes)
     return _one(request, cat.doc(updated), cat.product_route_json(updated))
 
 
@@ -392,7 +394,10 @@ async def batch_products(request: web.Request) -> web.Response:
             out.setdefault("create", []).append(cat.doc(item))
         except WooError as e:
             out.setdefault("create", []).append(_item_error(0, e))
-    for entry in lists.get("update", []):
+    delay = request.app[SIM].faults.batch_item_delay_ms / 1000
+    for n, entry in enumerate(lists.get("update", [])):
+        if delay and n:
+            await asyncio.sleep(delay)  # WordPress saves the elements in turn (fault setting)
         item_id = entry.get("id", 0) if isinstance(entry, dict) else 0
         found = cat.items.get(writes.as_int(item_id) or 0)
         if found is None:
@@ -400,7 +405,9 @@ async def batch_products(request: web.Request) -> web.Response:
             out.setdefault("update", []).append(_item_error(item_id, error))
             continue
         try:
-            updated = writes.update(cat, found, writes.validate_body(entry))
+            changes = writes.validate_body(entry)
+            updated = writes.update(cat, found, changes)
+            request.app[SIM].count_write(updated.id, changes)
             out.setdefault("update", []).append(cat.doc(updated))
         except WooError as e:
             out.setdefault("update", []).append(_item_error(item_id, e))

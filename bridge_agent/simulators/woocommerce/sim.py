@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +84,9 @@ class WooSimulator:
         )
         self.catalog.listeners.append(self.webhooks.notify)
         self.requests = RequestStats()
+        # Fields written through the REST API, per product: {id: {field: writes}} (`writes()`).
+        self.rest_writes: dict[int, Counter[str]] = {}
+        self.rest_written_at: dict[int, float] = {}  # epoch seconds of the last REST write
 
     @classmethod
     def generate(
@@ -220,6 +225,38 @@ class WooSimulator:
                 WooError(404, "woocommerce_rest_product_invalid_id", "Invalid ID.").body()
             )
         return self.catalog.product_route_json(item)
+
+    # -- REST writes, counted per field ------------------------------------------------------------
+
+    def count_write(self, item_id: int, changes: Mapping[str, Any]) -> None:
+        """Count the fields one REST update (`PUT /products/{id}` or a batch element) sent.
+
+        A field is the body's key (`description`, `name`, ...), `meta:<key>` for each meta row
+        and `alt:<attachment id>` for each image sent with an `alt`: what a test needs to prove
+        that no field was written twice. The control API (the merchant) is not counted.
+        """
+        counts = self.rest_writes.setdefault(item_id, Counter())
+        self.rest_written_at[item_id] = time.time()  # wall clock: a benchmark compares processes
+        for key, value in changes.items():
+            if key == "id":
+                continue
+            if key == "meta_data" and isinstance(value, list):
+                counts.update(f"meta:{m.get('key')}" for m in value if isinstance(m, dict))
+            elif key == "images" and isinstance(value, list):
+                counts["images"] += 1
+                counts.update(
+                    f"alt:{i.get('id')}" for i in value if isinstance(i, dict) and i.get("alt")
+                )
+            else:
+                counts[key] += 1
+
+    def writes(self) -> dict[str, dict[str, int]]:
+        """`{product id: {field: REST writes}}`, for the products written only."""
+        return {str(k): dict(v) for k, v in sorted(self.rest_writes.items())}
+
+    def written_at(self) -> dict[str, float]:
+        """`{product id: epoch seconds of its last REST write}`."""
+        return {str(k): v for k, v in sorted(self.rest_written_at.items())}
 
     # -- stats ----------------------------------------------------------------------------------
 
