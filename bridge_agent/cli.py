@@ -471,7 +471,8 @@ def render_status(doc: dict[str, Any]) -> str:
                 f"{'':<16} downstream: cursor {down['cursor'] or '-'}, {down['open']} open,"
                 f" {down['pending_review']} pending review, {down['applied']} applied,"
                 f" {down['conflict']} conflict, {down['failed']} failed,"
-                f" {down['unreported']} unreported"
+                + (f" {down['rolled_back']} rolled back," if down.get("rolled_back") else "")
+                + f" {down['unreported']} unreported"
                 + (f"; error: {down['error']}" if down.get("error") else "")
             )
         if s.get("capabilities"):

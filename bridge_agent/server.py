@@ -230,6 +230,7 @@ async def _downstream_status(
         "conflict": counts["conflict"],
         "failed": counts["failed"],
         "rejected_by_reviewer": counts["rejected_by_reviewer"],
+        "rolled_back": counts["rolled_back"],
         "unreported": counts["unreported"],
     }
 

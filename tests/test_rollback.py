@@ -111,6 +111,7 @@ async def test_by_product_restores_the_oldest_values_and_leaves_the_merchants_ed
     assert batch_writes(kit) == writes
     assert hoodie.store() == ("T2", "The merchant's words", "A1")
     assert await kit.state.unreported_rollbacks(STORE) == []
+    assert (await kit.state.journal_counts(STORE))["unreported"] == 0
     assert len(await kit.state.replaced_rows(STORE, product=hoodie.product)) == 4
 
     # The rollback: the title goes back past both optimisations to T0 in one write.
@@ -150,6 +151,7 @@ async def test_by_product_restores_the_oldest_values_and_leaves_the_merchants_ed
     assert batch_writes(kit) == writes + 1
     assert hoodie.store() == ("T0", "The merchant's words", "A0")
     assert await kit.state.unreported_rollbacks(STORE) == []
+    assert (await kit.state.journal_counts(STORE))["unreported"] == 0
 
 
 async def test_by_optimization_names_the_later_one_and_never_restores_twice(
@@ -224,8 +226,11 @@ async def test_rolled_back_reaches_the_hub_after_an_outage(kit: Kit, hub: Hub) -
     assert delay is not None and delay > 0  # the hub is down: the result waits
     (waiting,) = await kit.state.unreported_rollbacks(STORE)
     assert waiting.optimization == hoodie.first
+    counts = await kit.state.journal_counts(STORE)  # what `status` shows meanwhile
+    assert (counts["rolled_back"], counts["unreported"]) == (1, 1)
 
     await hub.start()
     await kit.post_results()
     assert (await kit.at_hub(hoodie.first))["status"] == "rolled_back"
     assert await kit.state.unreported_rollbacks(STORE) == []
+    assert (await kit.state.journal_counts(STORE))["unreported"] == 0

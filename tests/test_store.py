@@ -12,7 +12,16 @@ import pytest
 
 from bridge_agent.errors import StateStoreError, StateStoreLost
 from bridge_agent.model import Change, Product
-from bridge_agent.store import DB_NAME, Settlement, StateStore
+from bridge_agent.store import (
+    DB_NAME,
+    Outcome,
+    Received,
+    Replaced,
+    Rollback,
+    Settlement,
+    StateStore,
+)
+from bridge_agent.store.jsonld import Kept
 from bridge_agent.store.schema import MIGRATIONS
 from bridge_agent.testing.catalog import make_product
 
@@ -258,3 +267,26 @@ async def test_a_replaced_state_file_is_noticed(tmp_path: Path) -> None:
     async with StateStore.open(tmp_path / "state") as again:
         assert not again.created  # the restored file is an earlier state, not a new one
         assert [d.id for d in await again.due(10)] == ["1"]
+
+
+async def test_a_rolled_back_jsonld_is_no_longer_kept(state: StateStore) -> None:
+    # The operator rolled back the agent's JSON-LD: the keeper must not write it again at the
+    # next price change (that would undo the rollback), and says nothing of "someone else".
+    document = {"@type": "Product", "name": "Hoodie"}
+    kept = Kept("7", None, "fp", document, "h1")
+    await state.journal_received("main", [Received("o1", "7", {"jsonld": {"to": {}}}, 1)], "1")
+    replaced = Replaced("7", "jsonld", None, None, document)
+    title = Replaced("7", "seo_title", None, "Old", "New")
+    outcome = Outcome("o1", "applied", replaced=[replaced, title])
+    await state.journal_outcome("main", [outcome], jsonld=[kept])
+    (row,) = await state.jsonld_rows("main")
+    assert row.state == "kept"
+    rows = await state.replaced_rows("main", product="7")
+    title_row = next(r for r in rows if r.field == "seo_title")
+    await state.record_rollbacks("main", [Rollback("o1", "title restored", [title_row.id])], [])
+    (row,) = await state.jsonld_rows("main")
+    assert row.state == "kept"  # only the title was rolled back
+    jsonld_row = next(r for r in rows if r.field == "jsonld")
+    await state.record_rollbacks("main", [Rollback("o1", "jsonld restored", [jsonld_row.id])], [])
+    (row,) = await state.jsonld_rows("main")
+    assert row.state == "foreign"

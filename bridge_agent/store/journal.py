@@ -324,6 +324,15 @@ def counts(db: sqlite3.Connection, store: str) -> dict[str, int]:
             "SELECT COUNT(*) FROM journal WHERE store=? AND report='unreported'", (store,)
         ).fetchone()[0]
     )
+    # Rollbacks wait for the hub too (their `rolled_back` result): counted with the others.
+    out["unreported"] += int(
+        db.execute(
+            "SELECT COUNT(*) FROM rollbacks WHERE store=? AND report='unreported'", (store,)
+        ).fetchone()[0]
+    )
+    out["rolled_back"] = int(
+        db.execute("SELECT COUNT(*) FROM rollbacks WHERE store=?", (store,)).fetchone()[0]
+    )
     return out
 
 

@@ -130,6 +130,21 @@ def release(tx: Transaction, store: str, released: Sequence[tuple[str, int]]) ->
     ]
 
 
+def release_rolled_back(tx: Transaction, store: str, replaced_ids: Sequence[int]) -> None:
+    """A rollback restored these `replaced` rows: a product whose JSON-LD was among them is no
+    longer kept (the operator undid the agent's document; rewriting it on the next price change
+    would undo the rollback). Released quietly: the rollback's own event says what happened."""
+    if not replaced_ids:
+        return
+    now = now_ms()
+    tx.executemany(
+        "UPDATE jsonld SET state='foreign', version=version+1, updated_at=?"
+        " WHERE store=? AND state='kept' AND product IN"
+        " (SELECT product FROM replaced WHERE store=? AND id=? AND field='jsonld')",
+        [(now, store, store, replaced_id) for replaced_id in replaced_ids],
+    )
+
+
 # -- reads -------------------------------------------------------------------------------------
 
 

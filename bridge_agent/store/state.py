@@ -652,6 +652,7 @@ class StateStore:
 
         def write(tx: Transaction) -> list[int]:
             ids = [journal.add_rollback(tx, store, r) for r in rollbacks]
+            jsonld_table.release_rolled_back(tx, store, [i for r in rollbacks for i in r.restored])
             _add_events(tx, events)
             return ids
 
