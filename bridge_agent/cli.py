@@ -35,7 +35,14 @@ import structlog
 
 from bridge_agent import __version__, logs, platforms
 from bridge_agent.agent import Agent, RootTaskExited, secret_values
-from bridge_agent.config import Config, Listen, StoreSettings, default_config_path, load_config
+from bridge_agent.config import (
+    Config,
+    Listen,
+    StoreSettings,
+    default_config_path,
+    load_config,
+    settings_spec_of,
+)
 from bridge_agent.downstream import approvals, rollback
 from bridge_agent.downstream.engine import writer_of
 from bridge_agent.errors import BridgeError, ConfigError, InputError, StateStoreError
@@ -327,6 +334,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # installed, or settings the adapter rejects. ExecStartPre must catch those.
     problems = []
     offers: dict[str, frozenset[Capability]] = {}
+    options: dict[str, frozenset[str]] = {}  # the option names each store's adapter declares
     http = httpx.AsyncClient()  # adapters take a client; building one does no I/O
     try:
         for store in config.stores:
@@ -334,6 +342,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 adapter = platforms.load(store.platform)
                 build_platform(adapter, store, http)  # an adapter's failure is a ConfigError
                 offers[store.id] = capabilities_of(adapter)
+                spec = settings_spec_of(adapter)
+                options[store.id] = frozenset(spec.options) if spec is not None else frozenset()
             except ConfigError as exc:
                 # Name the store once: an adapter may already have (WooCommerce does).
                 label = f"[[stores]] {store.id!r}"
@@ -346,14 +356,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{config.source}: OK: agent {config.agent.id!r}, hub {config.hub.url}, {stores}")
     for store in config.stores:
         print(f"  {store.id}: {', '.join(sorted(offers[store.id])) or 'no optional capability'}")
-        for warning in _capability_warnings(store, offers[store.id]):
+        for warning in _capability_warnings(store, offers[store.id], options[store.id]):
             print(f"  {store.id}: note: {warning}")
     return EXIT_OK
 
 
-def _capability_warnings(store: StoreSettings, offers: frozenset[Capability]) -> list[str]:
-    """Settings the store's adapter has no use for: valid, but worth a word."""
+def _capability_warnings(
+    store: StoreSettings, offers: frozenset[Capability], options: frozenset[str] = frozenset()
+) -> list[str]:
+    """Settings the store's adapter has no use for, or misses: valid, but worth a word."""
     notes = []
+    if (
+        store.downstream
+        and Capability.WRITE_JSONLD in offers
+        and "currency" in options  # the platform's products carry no currency of their own
+        and not store.options.get("currency")
+    ):
+        notes.append(
+            "currency is not set: the JSON-LD the agent writes will carry no offers (no price"
+            ' for Google); set currency = "EUR" (the store\'s ISO 4217 code)'
+        )
     if store.spool_dir is not None and Capability.SPOOL_HOOKS not in offers:
         notes.append("spool_dir is set, but no store-side plugin of this platform writes a spool")
     if store.options.get("webhook_url") and Capability.WEBHOOK_REGISTRATION not in offers:

@@ -375,3 +375,34 @@ def test_status_reads_the_config_given_after_the_command(tmp_path: Path) -> None
     assert "has not run here yet" in result.stderr
     assert str(tmp_path / "state") in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("currency", [None, "EUR"])
+def test_validate_notes_a_store_whose_json_ld_would_carry_no_offers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], currency: str | None
+) -> None:
+    # WooCommerce's product JSON has no currency: without the option, the JSON-LD the agent
+    # writes has no offers, which Google's merchant listings need. Valid, but worth a word.
+    config = tmp_path / "agent.toml"
+    extra = "" if currency is None else f'currency = "{currency}"\n'
+    config.write_text(
+        f"""
+[agent]
+id = "a"
+state_dir = "state"
+[hub]
+url = "http://127.0.0.1:9"
+token = "t0ken-value"
+[[stores]]
+id = "main"
+platform = "woocommerce"
+url = "https://shop.example.com"
+consumer_key = "ck_1"
+consumer_secret = "{WC_SECRET}"
+{extra}""",
+        encoding="utf-8",
+    )
+    assert cli.main(["validate", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    noted = "main: note: currency is not set: the JSON-LD the agent writes will carry no offers"
+    assert (noted in out) is (currency is None), out
