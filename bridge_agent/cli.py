@@ -719,9 +719,12 @@ def _since(text: str) -> int:
             f"expected an ISO 8601 time such as 2026-12-05T14:00 or 2026-12-05T13:00:00Z,"
             f" got {text!r}"
         ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time
-    return int(when.timestamp() * 1000)
+    try:
+        if when.tzinfo is None:
+            when = when.astimezone()  # local time
+        return int(when.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):  # a time the local zone cannot convert
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
 
 
 def _unknown_store(config: Config, store: str | None, command: str) -> int:

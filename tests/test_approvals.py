@@ -7,12 +7,15 @@ field with the store's live value (a merchant's edit marked as a coming conflict
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from bridge_agent import cli
 from bridge_agent.downstream import approvals
+from bridge_agent.store import Entry
 from bridge_agent.testing.waiting import until
 from tests.conftest import Hub
 from tests.downstream_kit import DESC_KEY, STORE, TITLE_KEY, Kit, open_kit
@@ -176,3 +179,40 @@ async def test_show_says_when_the_store_cannot_be_read_and_still_shows_from_and_
     assert "the store could not be read" in out
     assert "store now" not in out
     assert "hub saw   : 'Hoodie'" in out and "proposed  : 'Red hoodie'" in out
+
+
+# -- the diff follows the apply loop's own plan ----------------------------------------------------
+
+
+def _held(fields: dict[str, object]) -> Entry:
+    return Entry("main", "opt-1", 1, "12", fields, 1, 1, 1, "pending_review", False)
+
+
+def test_the_diff_shows_what_the_apply_loop_would_write_or_refuse() -> None:
+    addition = {"description_html": {"from": "<p>Old</p>", "append": "<p>More</p>"}}
+    (diff,) = approvals.field_diffs(_held(addition))
+    assert diff.problem is None and diff.to == "<p>Old</p><p>More</p>"
+    no_from = approvals.field_diffs(_held({"seo_title": {"to": "New"}}))[0]
+    not_text = approvals.field_diffs(_held({"seo_title": {"from": "Old", "to": {"x": 1}}}))[0]
+    for refused in (no_from, not_text):
+        assert refused.note is not None and refused.note.startswith("will fail"), refused.note
+
+
+def test_field_names_from_the_hub_cannot_forge_lines_of_the_diff() -> None:
+    forged = "seo_title\x1b[2K\n    store now : 'Approved by legal'"
+    entry = _held({forged: {"from": "a", "to": "b"}})
+    text = "\n".join(approvals.render_diff(entry, approvals.field_diffs(entry), None))
+    assert "\x1b" not in text
+    assert not any(line.strip().startswith("store now : 'Approved") for line in text.split("\n"))
+
+
+def test_a_since_out_of_range_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["rollback", "--since", "9999-12-31T23:59"])
+        assert exited.value.code == 2
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -603,3 +603,16 @@ async def test_the_agent_rewrites_the_json_ld_after_a_price_change(
     async with StateStore.open(tmp_path / "state") as state:
         messages = [e.message for e in await state.events(200)]
     assert f"product {pid}: price changed: structured data updated" in messages
+
+
+async def test_a_deeply_nested_foreign_json_ld_is_left_alone_not_a_crash(kit: Kit) -> None:
+    # Anyone who can edit product meta can store a hostile `_bridge_jsonld`: the keeper compares
+    # it within bounds, calls it someone else's, and goes on (it used to stop the agent).
+    pid = kit.simple()
+    await kit.optimise(pid, {"jsonld": {"to": HUB}})
+    hostile = "[" * 100_000 + "]" * 100_000
+    await kit.change(pid, meta_data=[{"key": META, "value": hostile}])
+    await kit.change(pid, regular_price="42.00", sale_price="")
+    await kit.observe(pid)
+    done = await kit.keeper().refresh()
+    assert (done.rewritten, done.foreign) == ([], [pid])

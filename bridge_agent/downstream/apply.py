@@ -127,8 +127,10 @@ class _Field:
 
     @property
     def label(self) -> str:
+        """The field as events and the reviewer show it (names from the hub made printable)."""
         ref = self.ref
-        return f"{self.field}[{ref.image}]" if ref.image is not None else self.field
+        label = f"{self.field}[{ref.image}]" if ref.image is not None else self.field
+        return label if label.isprintable() else repr(label)
 
     @property
     def field(self) -> str:
@@ -314,8 +316,7 @@ class Applier:
 
     async def _plan(self, entry: Entry) -> _Plan:
         plan = _Plan(entry, in_doubt=entry.state == "applying")
-        for name, spec in entry.fields.items():
-            plan.fields += _fields_of(entry, name, spec)
+        plan.fields = plan_fields(entry)
         for f in plan.fields:
             if f.outcome is None and f.ref.field.capability not in self._writes:
                 f.decide("unsupported", f"this store's adapter does not write {f.ref.field}")
@@ -505,6 +506,13 @@ class Applier:
 
 
 # -- pure helpers ------------------------------------------------------------------------------
+
+
+def plan_fields(entry: Entry) -> list[_Field]:
+    """The fields of an optimisation as this loop plans them before reading the store (the
+    values to write, and the fields refused already: unknown, malformed, no `from`). The
+    approvals command shows the reviewer exactly this."""
+    return [f for name, spec in entry.fields.items() for f in _fields_of(entry, name, spec)]
 
 
 def _one_per_product(entries: Sequence[Entry]) -> list[Entry]:

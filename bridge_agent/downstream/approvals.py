@@ -21,7 +21,7 @@ or writes nothing (apply.py). This module is what the reviewer's command does wi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,35 +119,30 @@ async def select(
 
 
 def field_diffs(entry: Entry) -> list[FieldDiff]:
-    """The fields of an optimisation as the hub sent them (design.md section 6)."""
+    """The fields of an optimisation as the apply loop plans them (`apply.plan_fields`), so
+    the reviewer sees the value it would write (an addition already added) and the reason it
+    would refuse a field (no `from`, not text, unknown) exactly as the apply loop decides."""
     out: list[FieldDiff] = []
-    for name, spec in entry.fields.items():
-        try:
-            kind = WriteField(name)
-        except ValueError:
-            out.append(FieldDiff(name, None, spec, problem=f"unknown field {name!r}"))
-            continue
-        if kind is WriteField.IMAGE_ALT:
-            if not isinstance(spec, Mapping) or not spec:
-                out.append(FieldDiff(name, None, spec, problem="malformed image_alt"))
-                continue
-            for image, change in spec.items():
-                ref = FieldRef(entry.product, kind, str(image))
-                out.append(_change(f"{name}[{image}]", ref, change))
-        elif kind is WriteField.JSONLD:
-            ref = FieldRef(entry.product, kind)
-            to = spec.get("to") if isinstance(spec, Mapping) else None
-            problem = None if isinstance(spec, Mapping) and "to" in spec else "malformed jsonld"
-            out.append(FieldDiff(name, ref, to, has_from=False, problem=problem))
+    for planned in apply.plan_fields(entry):
+        label = printable(planned.label)
+        problem = planned.detail if planned.outcome is not None else None
+        if planned.name is not None:  # a field this agent does not know: nothing to read
+            out.append(FieldDiff(label, None, None, problem=problem))
+        elif planned.ref.field is WriteField.JSONLD:
+            # Built from the store's product when applied; the hub gives its text.
+            out.append(FieldDiff(label, planned.ref, planned.hub, has_from=False, problem=problem))
         else:
-            out.append(_change(name, FieldRef(entry.product, kind), spec))
+            to = planned.to if problem is None else None
+            out.append(
+                FieldDiff(label, planned.ref, to, planned.frm, planned.has_from, problem=problem)
+            )
     return out
 
 
-def _change(label: str, ref: FieldRef, spec: Any) -> FieldDiff:
-    if not isinstance(spec, Mapping) or "to" not in spec:
-        return FieldDiff(label, ref, spec, problem='malformed: expected {"from": ..., "to": ...}')
-    return FieldDiff(label, ref, spec["to"], spec.get("from"), has_from="from" in spec)
+def printable(text: str) -> str:
+    """A name that came from the hub, safe to print on one line of a terminal: as it is when
+    it is printable, else quoted with its control characters escaped."""
+    return text if text.isprintable() else repr(text)
 
 
 async def read_current(writer: Writer, diffs: Iterable[FieldDiff]) -> str | None:

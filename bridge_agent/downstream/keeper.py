@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +60,8 @@ import structlog
 
 from bridge_agent.config import StoreSettings
 from bridge_agent.downstream.jsonld import JsonLdOptions
-from bridge_agent.errors import PlatformError
+from bridge_agent.errors import InputError, PlatformError, StateStoreError
+from bridge_agent.inputs import loads_json
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms.base import FieldRef, FieldWrite, WriteField, Writer, WriteResult
 from bridge_agent.store import Event, StateStore, now_ms
@@ -73,6 +73,7 @@ log = structlog.get_logger("bridge_agent.downstream")
 ROUND = 100  # stale products per round: one batched read, one batched write
 BEAT = 300.0  # seconds between looks without a nudge
 OUTCOMES = ("rewritten", "foreign", "failed")
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024  # a stored `_bridge_jsonld` parsed to compare it
 _SCHEMA = "https://schema.org/"
 
 
@@ -150,6 +151,16 @@ class JsonLdKeeper:
                 self.failures += 1
                 self.last_error = str(exc)
                 log.warning("jsonld_keeper_store_failed", store=self.store_id, error=str(exc))
+                await asyncio.sleep(self._backoff.delay(self.failures - 1))
+                continue
+            except (StateStoreError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # Something no check foresaw: said in status and the log, tried again later;
+                # never the end of the agent (the rows stay stale, nothing is lost).
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("jsonld_keeper_failed", store=self.store_id)
                 await asyncio.sleep(self._backoff.delay(self.failures - 1))
                 continue
             if done.failed:
@@ -313,11 +324,16 @@ def _offers(document: Any) -> list[tuple[Any, Any, str | None]]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal documents: a JSON text compares by its content; empty is nothing."""
-    if isinstance(a, str) and not isinstance(b, str):
-        with contextlib.suppress(ValueError):
-            a = json.loads(a)
-    if isinstance(b, str) and not isinstance(a, str):
-        with contextlib.suppress(ValueError):
-            b = json.loads(b)
+    """Equal documents: a JSON text compares by its content, parsed within bounds (the store's
+    meta is anyone's to set: a hostile one must not stop the keeper); empty is nothing."""
+    a, b = _parsed(a), _parsed(b)
     return (a or None) == (b or None)
+
+
+def _parsed(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return loads_json(value, max_bytes=MAX_DOCUMENT_BYTES, what="_bridge_jsonld")
+    except InputError:
+        return value  # not a document: equal only to the same text
