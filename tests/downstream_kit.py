@@ -134,7 +134,12 @@ def _main(argv: list[str]) -> int:
 
 @contextlib.asynccontextmanager
 async def open_kit(
-    root: Path, hub: Hub, capsys: pytest.CaptureFixture[str], *, apply_mode: str
+    root: Path,
+    hub: Hub,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    apply_mode: str,
+    currency: str | None = None,
 ) -> AsyncIterator[Kit]:
     sim = WooSimulator.generate(products=2, seed=5, webhook_delay=0.01, webhook_jitter=0.01)
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -164,6 +169,7 @@ url = "{shop_url}"
 consumer_key = "{sim.consumer_key}"
 consumer_secret = "{sim.consumer_secret}"
 apply_mode = "{apply_mode}"
+{f'currency = "{currency}"' if currency else ""}
 """,
         encoding="utf-8",
     )

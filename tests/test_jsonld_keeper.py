@@ -17,6 +17,7 @@ import pytest
 
 from bridge_agent.agent import Agent
 from bridge_agent.config import Listen, Secret, StoreSettings, WebhookSettings
+from bridge_agent.downstream import rollback
 from bridge_agent.downstream.apply import Applier, DownstreamSettings
 from bridge_agent.downstream.jsonld import JsonLdOptions, build_jsonld
 from bridge_agent.downstream.keeper import JsonLdKeeper, what_changed
@@ -616,3 +617,46 @@ async def test_a_deeply_nested_foreign_json_ld_is_left_alone_not_a_crash(kit: Ki
     await kit.observe(pid)
     done = await kit.keeper().refresh()
     assert (done.rewritten, done.foreign) == ([], [pid])
+
+
+class _Crash(BaseException):
+    """The process dies here."""
+
+
+class _DiesAfterWrite:
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    async def write_fields(self, writes: Any) -> Any:
+        await self._writer.write_fields(writes)
+        raise _Crash
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+async def test_an_interrupted_json_ld_keeps_no_wrong_value_for_rollback(kit: Kit) -> None:
+    pid = kit.simple()
+    theirs = {"@context": "https://schema.org", "@type": "Product", "name": "Theirs"}
+    await kit.change(pid, meta_data=[{"key": META, "value": json.dumps(theirs)}])
+    await kit.observe(pid)
+    await kit.state.journal_received(
+        STORE, [Received("opt-x", pid, {"jsonld": {"to": HUB}}, 1)], cursor="x"
+    )
+    dying = Applier(
+        STORE, kit.adapter, _DiesAfterWrite(kit.adapter), kit.state, kit.metrics,  # type: ignore[arg-type]
+        capabilities=capabilities_of(kit.adapter),
+        settings=DownstreamSettings(jsonld=kit.options),
+        on_outcome=lambda: None, on_recorded=lambda: None,
+    )  # fmt: skip
+    with pytest.raises(_Crash):
+        await dying.apply_pending()
+    assert kit.stored(pid)["name"] == "The Better Name"  # the write landed
+    await kit.applier().apply_pending()  # the next life
+    assert (await kit.outcome("opt-x"))[0] == "applied"
+
+    # What the store held before the earlier life's write is unknown now: nothing is kept,
+    # rather than the agent's own document, which a rollback would then "restore".
+    assert await kit.state.replaced_rows(STORE, product=pid) == []
+    fields = await rollback.plan(kit.state, STORE, rollback.Selector(product=pid))
+    assert fields == []

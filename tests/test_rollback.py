@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 
+from bridge_agent.downstream.engine import writer_of
+from bridge_agent.downstream.keeper import JsonLdKeeper, jsonld_options
+from bridge_agent.metrics import Metrics
+from bridge_agent.model import Change
 from tests.conftest import Hub
 from tests.downstream_kit import DESC_KEY, STORE, TITLE_KEY, Kit, open_kit
 
@@ -234,3 +238,70 @@ async def test_rolled_back_reaches_the_hub_after_an_outage(kit: Kit, hub: Hub) -
     assert (await kit.at_hub(hoodie.first))["status"] == "rolled_back"
     assert await kit.state.unreported_rollbacks(STORE) == []
     assert (await kit.state.journal_counts(STORE))["unreported"] == 0
+
+
+# -- JSON-LD: rollback and the keeper -------------------------------------------------------------
+
+META = "_bridge_jsonld"
+
+
+@pytest.fixture
+async def eur(tmp_path: Path, hub: Hub, capsys: pytest.CaptureFixture[str]) -> AsyncIterator[Kit]:
+    """A kit whose store sets `currency`, so that the JSON-LD carries offers."""
+    async with open_kit(tmp_path, hub, capsys, apply_mode="auto", currency="EUR") as running:
+        yield running
+
+
+def stored(kit: Kit, product: str) -> Any:
+    value = kit.meta(product, META)
+    return json.loads(value) if value else None
+
+
+async def price_change(kit: Kit, product: str, price: str) -> None:
+    """The merchant changes the price; the agent records it (webhook) and the keeper looks."""
+    kit.sim.update_product(int(product), {"regular_price": price, "sale_price": ""})
+    found = await kit.engine.applier._platform.fetch_products([product])
+    await kit.state.record([Change(STORE, p.id, p, "webhook", 1) for p in found.found.values()])
+    writer = writer_of(kit.engine.applier._platform)
+    assert writer is not None
+    keeper = JsonLdKeeper(STORE, writer, kit.state, Metrics(), options=jsonld_options(kit.settings))
+    await keeper.refresh()
+
+
+async def apply_jsonld(kit: Kit, product: str, name: str) -> str:
+    (opt,) = await kit.enqueue({"product": product, "fields": {"jsonld": {"to": {"name": name}}}})
+    await kit.cycle()
+    assert (await kit.at_hub(opt))["status"] == "applied"
+    return opt
+
+
+async def test_rollback_after_a_keeper_rewrite_restores_not_blames_the_merchant(eur: Kit) -> None:
+    kit = eur
+    product = kit.new_product("T0", "D0")
+    kit.sim.update_product(int(product), {"regular_price": "10.00"})
+    opt = await apply_jsonld(kit, product, "Hub name")
+    await price_change(kit, product, "12.00")
+    assert stored(kit, product)["offers"]["price"] == "12.00"  # the keeper rewrote it
+
+    code, out, _ = await kit.cli("rollback", "--optimization", opt)
+
+    # Today: "0 value(s) restored, 1 left alone" with "the merchant changed it since".
+    assert "the merchant changed it since" not in out, out
+    assert stored(kit, product) is None, out  # the product had no JSON-LD before the agent
+    assert code == 0
+
+
+async def test_rolling_back_to_the_agent_s_earlier_json_ld_keeps_it_fresh(eur: Kit) -> None:
+    kit = eur
+    product = kit.new_product("T0", "D0")
+    kit.sim.update_product(int(product), {"regular_price": "10.00"})
+    await apply_jsonld(kit, product, "First")
+    second = await apply_jsonld(kit, product, "Second")
+    code, out, _ = await kit.cli("rollback", "--optimization", second)
+    assert code == 0, out
+    assert stored(kit, product)["name"] == "First"  # the agent's earlier document is back
+
+    await price_change(kit, product, "12.00")
+
+    # Today the row was released by the rollback: the page still offers 10.00.
+    assert stored(kit, product)["offers"]["price"] == "12.00"

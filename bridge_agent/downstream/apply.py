@@ -611,6 +611,11 @@ def _replaces(f: _Field, plan: _Plan) -> bool:
     """Whether this field replaced a value in the store (kept for a rollback): written and the
     store no longer holds the old value (applied, or altered by the store on save: then the
     merchant's value is gone all the same), or found applied after a restart."""
+    if plan.in_doubt and not f.has_from:
+        # JSON-LD has no `from`, and what the store held before the earlier life's write is
+        # unknown now (its value may be that write's): nothing is kept rather than a wrong
+        # value that a rollback would "restore".
+        return False
     if f.write and f.read_back:
         return not same(f.after, _old(f))
     return plan.in_doubt and f.outcome == "applied"

@@ -95,15 +95,28 @@ def keep(tx: Transaction, store: str, kept: Iterable[Kept]) -> None:
 
 
 def rewrite(tx: Transaction, store: str, rewritten: Sequence[tuple[Kept, int]]) -> int:
-    """The keeper rewrote these (document, the version it read); rows updated."""
+    """The keeper rewrote these (document, the version it read); rows updated.
+
+    The value a rollback expects the store to hold moves with it: the newest `replaced` row of
+    the product's JSON-LD not rolled back gets the rewritten document as its `new_value`, so a
+    rollback after a price change restores what the agent replaced instead of taking the
+    agent's own rewrite for the merchant's edit."""
     now = now_ms()
     done = 0
     for k, version in rewritten:
-        done += tx.execute(
+        moved = tx.execute(
             "UPDATE jsonld SET fingerprint=?, document=?, seen_hash=?, version=version+1,"
             " updated_at=? WHERE store=? AND product=? AND version=? AND state='kept'",
             (k.fingerprint, _dump(k.document), k.seen_hash, now, store, k.product, version),
         ).rowcount
+        if moved:
+            tx.execute(
+                "UPDATE replaced SET new_value=? WHERE id=(SELECT id FROM replaced"
+                " WHERE store=? AND product=? AND field='jsonld' AND rolled_back IS NULL"
+                " ORDER BY at DESC, id DESC LIMIT 1)",
+                (json.dumps(k.document), store, k.product),
+            )
+        done += moved
     return done
 
 
@@ -131,18 +144,52 @@ def release(tx: Transaction, store: str, released: Sequence[tuple[str, int]]) ->
 
 
 def release_rolled_back(tx: Transaction, store: str, replaced_ids: Sequence[int]) -> None:
-    """A rollback restored these `replaced` rows: a product whose JSON-LD was among them is no
-    longer kept (the operator undid the agent's document; rewriting it on the next price change
-    would undo the rollback). Released quietly: the rollback's own event says what happened."""
+    """A rollback restored these `replaced` rows (already marked rolled back). Per product whose
+    JSON-LD was among them:
+
+    - the value restored is a document an earlier optimisation of the agent wrote (its
+      `replaced` row is not rolled back): the agent keeps that document fresh again, with that
+      optimisation's hub values (`fingerprint` and `seen_hash` cleared: the keeper rebuilds it
+      at its next look and writes it only if the store still holds it);
+    - otherwise (the merchant's document, or none) it is no longer kept: rewriting it at the
+      next price change would undo the rollback. Released quietly: the rollback's own event
+      says what happened.
+    """
     if not replaced_ids:
         return
     now = now_ms()
-    tx.executemany(
-        "UPDATE jsonld SET state='foreign', version=version+1, updated_at=?"
-        " WHERE store=? AND state='kept' AND product IN"
-        " (SELECT product FROM replaced WHERE store=? AND id=? AND field='jsonld')",
-        [(now, store, store, replaced_id) for replaced_id in replaced_ids],
-    )
+    products: dict[str, None] = {}
+    for replaced_id in replaced_ids:
+        row = tx.execute(
+            "SELECT product FROM replaced WHERE store=? AND id=? AND field='jsonld'",
+            (store, replaced_id),
+        ).fetchone()
+        if row is not None:
+            products[str(row[0])] = None
+    for product in products:
+        earlier = tx.execute(
+            "SELECT r.new_value, j.fields FROM replaced r"
+            " LEFT JOIN journal j ON j.store=r.store AND j.id=r.optimization"
+            " WHERE r.store=? AND r.product=? AND r.field='jsonld' AND r.rolled_back IS NULL"
+            " ORDER BY r.at DESC, r.id DESC LIMIT 1",
+            (store, product),
+        ).fetchone()
+        if earlier is None:
+            tx.execute(
+                "UPDATE jsonld SET state='foreign', version=version+1, updated_at=?"
+                " WHERE store=? AND product=? AND state='kept'",
+                (now, store, product),
+            )
+            continue
+        document = json.loads(earlier[0])
+        fields = json.loads(earlier[1]) if earlier[1] else {}
+        spec = fields.get("jsonld") if isinstance(fields, dict) else None
+        hub = spec.get("to") if isinstance(spec, dict) else None
+        tx.execute(
+            "UPDATE jsonld SET hub=?, fingerprint='', document=?, seen_hash=NULL, state='kept',"
+            " version=version+1, updated_at=? WHERE store=? AND product=?",
+            (_dump(hub), _dump(document), now, store, product),
+        )
 
 
 # -- reads -------------------------------------------------------------------------------------
