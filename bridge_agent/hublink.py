@@ -1,7 +1,8 @@
 """The link to the hub: hub protocol v1 over HTTP, and what its answers mean for the agent.
 
 `HubClient` is the one place that talks to the hub: the shipper posts batches through it, repair
-runs page through the hub's hashes with it, and the downstream direction reads the
+runs page through the hub's hashes with it, verification sweeps post their markers with it
+(`post_verified`: None from a hub without the route), and the downstream direction reads the
 optimisation feed and reports results through it. It
 maps every answer onto the error tree (`errors.py`), so its callers decide on kinds, never on
 statuses:
@@ -32,6 +33,7 @@ BATCHES_PATH = "/v1/batches"
 HASHES_PATH = "/v1/stores/{store}/hashes"
 FEED_PATH = "/v1/stores/{store}/optimizations"
 RESULTS_PATH = "/v1/stores/{store}/optimizations/results"
+VERIFIED_PATH = "/v1/stores/{store}/verified"
 # A reply carries one short result per item; a few MB is already a broken or hostile hub.
 MAX_REPLY_BYTES = 8 * 1024 * 1024
 ERROR_BODY_BYTES = 64 * 1024  # of an error page, enough for its message
@@ -121,6 +123,40 @@ class HubClient:
             wire.decode_results_ack(reply)
         except WireError as exc:
             raise HubUnavailable(f"hub reply is not protocol v1: {exc}", status=200) from None
+
+    async def post_verified(
+        self, store: str, items: Sequence[tuple[str, str]], verified_at: int, *, agent: str
+    ) -> wire.VerifiedReply | None:
+        """Post verification markers, (product id, content hash) pairs read from the store at
+        `verified_at` (epoch ms), at most `wire.VERIFIED_MAX_ITEMS` of them.
+
+        The reply says how many the hub confirmed and which ids it does not hold with that hash
+        (send those in full). None when the hub does not know markers (404 or 405: a hub older
+        than the extension); every other failure raises as for batches. A reply that names an
+        id not sent, or confirms more than was sent, is not protocol v1 (HubUnavailable).
+        """
+        if len(items) > wire.VERIFIED_MAX_ITEMS:
+            raise ValueError(f"{len(items)} markers: at most {wire.VERIFIED_MAX_ITEMS} a request")
+        try:
+            reply = await self.request(
+                "POST",
+                VERIFIED_PATH.format(store=quote(store, safe="")),
+                content=wire.encode_verified(agent, verified_at, items),
+            )
+        except HubUnavailable as exc:
+            if exc.status in (404, 405):
+                return None
+            raise
+        try:
+            answer = wire.decode_verified_reply(reply)
+        except WireError as exc:
+            raise HubUnavailable(f"hub reply is not protocol v1: {exc}", status=200) from None
+        if answer.verified > len(items) or not answer.mismatched <= {pid for pid, _ in items}:
+            raise HubUnavailable(
+                "hub reply is not protocol v1: the verified answer does not match the markers",
+                status=200,
+            )
+        return answer
 
     async def request(
         self,

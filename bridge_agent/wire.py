@@ -589,3 +589,91 @@ def decode_hash_page(body: bytes) -> HashPage:
         if not items or next_ != items[-1].id:
             raise WireError("hashes.next: expected the id of the page's last item")
     return HashPage(items=tuple(items), next=next_)
+
+
+# -- verification markers: what the hub holds is still what the store has ------------------------
+#
+# `POST /v1/stores/{store}/verified` (an extension of v1: a new route, nothing renamed). A
+# verification sweep re-reads every product; for one whose content hash is still the one the hub
+# acknowledged, the agent sends a marker `{"id", "hash"}` (about 40 bytes) instead of the product
+# (kilobytes). The hub confirms each marker whose hash it holds for a live product and records
+# `verified_at`; it answers the ids it could not confirm (`mismatched`: unknown, deleted at the
+# hub, or another hash), and the agent ships those in full. A hub without the route answers
+# 404 (or 405): markers are an optimisation, so the agent then stops sending them.
+
+VERIFIED_MAX_ITEMS = 1000  # markers per request; the hub answers 413 beyond
+VERIFIED_ID_CHARS = 1024  # a product id in a marker (store ids are far shorter)
+VERIFIED_HASH_CHARS = 128  # a content hash (ours are 22 characters)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedMarkers:
+    """A decoded marker request: (product id, content hash) pairs an agent saw at `verified_at`."""
+
+    agent: str
+    verified_at: int
+    items: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedReply:
+    """The hub's answer to markers: how many it confirmed, and the ids to send in full."""
+
+    verified: int
+    mismatched: frozenset[str]
+
+
+def encode_verified(agent: str, verified_at: int, items: Iterable[tuple[str, str]]) -> bytes:
+    return packb(
+        {
+            "v": VERSION,
+            "agent": agent,
+            "verified_at": verified_at,
+            "items": [{"id": pid, "hash": hash_} for pid, hash_ in items],
+        }
+    )
+
+
+def decode_verified(body: bytes) -> VerifiedMarkers:
+    """A marker request, checked strictly (the hub's side). The count is the caller's to bound
+    (a 413, not a 400): any number of items decodes here, within the body size limit."""
+    doc = _map(unpackb(body), "verified")
+    _version(doc, "verified")
+    agent = _text(doc, "agent", "verified")
+    _check_id(agent, "verified.agent")
+    verified_at = _int(doc, "verified_at", "verified")
+    if not 0 <= verified_at <= INT64[1]:
+        raise WireError("verified.verified_at: expected epoch milliseconds (0 to 2**63 - 1)")
+    items: list[tuple[str, str]] = []
+    for i, raw in enumerate(_field(doc, "items", list, "verified")):
+        where = f"items[{i}]"
+        one = _map(raw, where)
+        pid, hash_ = _text(one, "id", where), _text(one, "hash", where)
+        if len(pid) > VERIFIED_ID_CHARS:
+            raise WireError(f"{where}.id: longer than {VERIFIED_ID_CHARS} characters")
+        if len(hash_) > VERIFIED_HASH_CHARS:
+            raise WireError(f"{where}.hash: longer than {VERIFIED_HASH_CHARS} characters")
+        items.append((pid, hash_))
+    return VerifiedMarkers(agent=agent, verified_at=verified_at, items=tuple(items))
+
+
+def encode_verified_reply(reply: VerifiedReply) -> bytes:
+    return packb({"v": VERSION, "verified": reply.verified, "mismatched": sorted(reply.mismatched)})
+
+
+def decode_verified_reply(body: bytes) -> VerifiedReply:
+    """The hub's answer to markers (the agent's side): a v1 map with a count and a list of ids."""
+    doc = _map(unpackb(body), "reply")
+    _version(doc, "reply")
+    verified = _int(doc, "verified", "reply")
+    if verified < 0:
+        raise WireError("reply.verified: negative")
+    raw = _field(doc, "mismatched", list, "reply")
+    if len(raw) > VERIFIED_MAX_ITEMS:
+        raise WireError(f"reply.mismatched: more than {VERIFIED_MAX_ITEMS} ids")
+    mismatched: set[str] = set()
+    for i, pid in enumerate(raw):
+        if not isinstance(pid, str) or not pid:
+            raise WireError(f"reply.mismatched[{i}]: expected a product id")
+        mismatched.add(pid)
+    return VerifiedReply(verified=verified, mismatched=frozenset(mismatched))

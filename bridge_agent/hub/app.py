@@ -7,6 +7,7 @@ Routes (every one but `/healthz` needs `Authorization: Bearer <token>`):
 - `GET  /v1/stores/{store}/products?after=&limit=`     inspection: products ordered by id as text
 - `GET  /v1/stores/{store}/products/{id}`              inspection: one product, 404 if never seen
 - `GET  /v1/stores/{store}/hashes?after=&limit=`       ids, hashes, deleted flags (msgpack): repair
+- `POST /v1/stores/{store}/verified`                   verification markers (msgpack in and out)
 - `GET  /v1/stats`                                     counters, for tests and the benchmark
 - `POST /v1/stores/{store}/optimizations`              enqueue optimizations (JSON), 201 + ids
 - `GET  /v1/stores/{store}/optimizations?after=&wait=` the downstream feed (msgpack, long poll)
@@ -117,6 +118,7 @@ def make_app(
     app.router.add_get("/v1/stores/{store}/products", list_products)
     app.router.add_get("/v1/stores/{store}/products/{id}", get_product)
     app.router.add_get("/v1/stores/{store}/hashes", get_hashes)
+    app.router.add_post("/v1/stores/{store}/verified", post_verified)
     app.router.add_post("/v1/stores/{store}/optimizations", enqueue_optimizations)
     app.router.add_get("/v1/stores/{store}/optimizations", get_feed)
     app.router.add_post("/v1/stores/{store}/optimizations/results", post_results)
@@ -301,6 +303,30 @@ async def get_hashes(request: web.Request) -> web.Response:
         items=tuple(wire.HashEntry(*row) for row in page), next=page[-1][0] if more else None
     )
     return _msgpack_response(wire.encode_hash_page(answer))
+
+
+async def post_verified(request: web.Request) -> web.Response:
+    """Verification markers: confirm the (id, hash) pairs the hub holds, record `verified_at`,
+    and answer the ids it does not hold that way (the agent sends those in full)."""
+    store = request.match_info["store"]
+    body = await _read_body(request, content_type=wire.CONTENT_TYPE)
+    loop = asyncio.get_running_loop()
+    try:
+        markers = await loop.run_in_executor(None, wire.decode_verified, body)
+    except WireError as exc:
+        raise _bad_request(str(exc)) from None
+    if len(markers.items) > wire.VERIFIED_MAX_ITEMS:
+        count, most = len(markers.items), wire.VERIFIED_MAX_ITEMS
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=most,
+            actual_size=count,
+            text=f"{count} markers: at most {most} per request",
+        )
+    verified, mismatched = await request.app[DB_KEY].verify(
+        store, markers.verified_at, markers.items
+    )
+    reply = wire.VerifiedReply(verified=verified, mismatched=frozenset(mismatched))
+    return _msgpack_response(wire.encode_verified_reply(reply))
 
 
 async def enqueue_optimizations(request: web.Request) -> web.Response:

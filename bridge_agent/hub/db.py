@@ -34,6 +34,13 @@ Schema (migrations keyed on `PRAGMA user_version`; append, never edit a released
   newest row is deleted) orders the feed; `id` is what agents report results against; `status`,
   `detail`, `hash` and `reported_at` hold the last result an agent reported (a `rolled_back`
   after an `applied`: the agent reports in that order, so the last one is the store's state).
+- `verified` (version 2): when an agent last confirmed that the hub's copy of a product is what the
+  store has, `(store, id)` unique, `verified_at` epoch ms and never moved backwards (`max`). Set by
+  verification markers (`POST .../verified`) and by batch items of source `verify` answered `ok`.
+  A table of its own rather than a column of `products`: SQLite rewrites a whole row to update
+  one column, so a sweep over 100 000 products would rewrite all their data (kilobytes each,
+  after which a new column would sit) to change 8 bytes; here each marker is a small row in a
+  WITHOUT ROWID b-tree. The inspection API joins it in.
 """
 
 from __future__ import annotations
@@ -103,6 +110,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX optimizations_feed ON optimizations (store, cursor);
     """,
+    """
+    CREATE TABLE verified (
+        store       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        verified_at INTEGER NOT NULL,
+        PRIMARY KEY (store, id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 # CROSS JOIN makes SQLite loop over the batch's ids and probe the primary key for each; with a
@@ -139,7 +154,15 @@ _COUNT = """
     INSERT INTO stats (key, value) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
 """
-_PRODUCT_COLUMNS = "id, hash, deleted, data, updated_at, agent, seq"
+_VERIFIED = """
+    INSERT INTO verified (store, id, verified_at) VALUES (?, ?, ?)
+    ON CONFLICT (store, id) DO UPDATE SET verified_at = max(verified_at, excluded.verified_at)
+"""
+# The inspection API's columns: the product and, joined in, when it was last verified.
+_PRODUCT_SELECT = """
+    SELECT p.id, p.hash, p.deleted, p.data, p.updated_at, p.agent, p.seq, v.verified_at
+    FROM products AS p LEFT JOIN verified AS v ON v.store = p.store AND v.id = p.id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +176,7 @@ class ProductRecord:
     updated_at: int
     agent: str
     seq: int
+    verified_at: int | None = None  # when an agent last confirmed it (None: never)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -163,6 +187,7 @@ class ProductRecord:
             "updated_at": self.updated_at,
             "agent": self.agent,
             "seq": self.seq,
+            "verified_at": self.verified_at,
         }
 
 
@@ -256,6 +281,8 @@ class HubDB:
                 conn.executemany(_REMEMBER, plan.memory)
                 highest = max(item.seq for item in batch.items)
                 conn.execute(_FORGET, (batch.agent, highest - self._seq_memory))
+            if any(item.source == "verify" for item in batch.items):
+                conn.executemany(_VERIFIED, _verified_by_batch(batch, products))
             _count(conn, plan.counts)
         return plan.results
 
@@ -285,6 +312,46 @@ class HubDB:
         rows = self._conn.execute(_SELECT_SEQS, (seqs, batch.agent))
         return {row[0]: row[1:] for row in rows}
 
+    async def verify(
+        self, store: str, verified_at: int, items: Sequence[tuple[str, str]]
+    ) -> tuple[int, list[str]]:
+        """Confirm (id, hash) markers of `store` in one transaction: (items confirmed, ids not).
+
+        An item is confirmed when the hub holds that hash for the product and it is not deleted;
+        each confirmed product's `verified_at` becomes `verified_at` unless it is already later.
+        Each item is judged on its own (an id sent twice counts twice, and with two hashes it can
+        be confirmed and mismatched at once); the mismatched ids come once each, in request order.
+        """
+        return await self._run(self._verify_sync, store, verified_at, items)
+
+    def _verify_sync(
+        self, store: str, verified_at: int, items: Sequence[tuple[str, str]]
+    ) -> tuple[int, list[str]]:
+        conn = self._conn
+        with _transaction(conn):
+            ids = json.dumps(list({pid: None for pid, _ in items}))
+            held = {
+                pid: hash_
+                for pid, hash_, deleted in conn.execute(_SELECT_PRODUCTS, (ids, store))
+                if not deleted
+            }
+            confirmed: dict[str, None] = {}
+            mismatched: dict[str, None] = {}
+            count = 0
+            for pid, hash_ in items:
+                if held.get(pid) == hash_:
+                    confirmed[pid] = None
+                    count += 1
+                else:
+                    mismatched[pid] = None
+            if confirmed:
+                conn.executemany(_VERIFIED, [(store, pid, verified_at) for pid in confirmed])
+            _count(
+                conn,
+                {"verified_requests": 1, "verified": count, "verified_mismatched": len(mismatched)},
+            )
+        return count, list(mismatched)
+
     async def stats(self) -> dict[str, Any]:
         """Counters: {"batches", "items", "replays", "by_status", "by_op", ...}."""
         return await self._run(self._stats_sync)
@@ -307,8 +374,7 @@ class HubDB:
 
     def _list_products_sync(self, store: str, after: str, limit: int) -> list[ProductRecord]:
         rows = self._conn.execute(
-            f"SELECT {_PRODUCT_COLUMNS} FROM products"  # noqa: S608 (constant column list)
-            " WHERE store = ? AND id > ? ORDER BY id LIMIT ?",
+            _PRODUCT_SELECT + " WHERE p.store = ? AND p.id > ? ORDER BY p.id LIMIT ?",
             (store, after, limit),
         )
         return [_product_record(row) for row in rows]
@@ -337,8 +403,7 @@ class HubDB:
 
     def _get_product_sync(self, store: str, product_id: str) -> ProductRecord | None:
         row = self._conn.execute(
-            f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE store = ? AND id = ?",  # noqa: S608
-            (store, product_id),
+            _PRODUCT_SELECT + " WHERE p.store = ? AND p.id = ?", (store, product_id)
         ).fetchone()
         return None if row is None else _product_record(row)
 
@@ -490,6 +555,28 @@ def _count(conn: sqlite3.Connection, increments: Mapping[str, int] | Counter[str
     conn.executemany(_COUNT, [(k, v) for k, v in increments.items() if v])
 
 
+def _verified_by_batch(
+    batch: Batch, products: Mapping[tuple[str, str], Stored]
+) -> list[tuple[str, str, int]]:
+    """(store, id, verified_at) of the batch's items of source `verify` that the hub now holds.
+
+    A verification sweep ships what drifted (and what a marker could not confirm) with source
+    `verify`: the agent read it from the store at `observed_at`, so once the hub holds exactly
+    that content (`products` as `plan_batch` left it) the product is as verified as one a marker
+    confirmed. A replay of an older item, or one a later item of the batch replaced, is not.
+    """
+    out = []
+    for item in batch.items:
+        if item.source != "verify" or item.hash is None or not 0 <= item.observed_at < 2**63:
+            continue
+        held = products.get((item.store, item.id))
+        if held is not None and not held.deleted and held.hash == item.hash:
+            out.append((item.store, item.id, item.observed_at))
+    return out
+
+
 def _product_record(row: tuple[Any, ...]) -> ProductRecord:
-    pid, hash_, deleted, data, updated_at, agent, seq = row
-    return ProductRecord(pid, hash_, bool(deleted), unpack_data(data), updated_at, agent, seq)
+    pid, hash_, deleted, data, updated_at, agent, seq, verified_at = row
+    return ProductRecord(
+        pid, hash_, bool(deleted), unpack_data(data), updated_at, agent, seq, verified_at
+    )
