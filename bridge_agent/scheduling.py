@@ -17,7 +17,13 @@ The rules of every job, and why:
   (an hour by default): a sweep missed by more waits for its next time instead of running at an
   hour nobody chose.
 - times are UTC inside; a cron job names its time zone, so a sweep "at 03:00 shop time" follows the
-  shop's daylight saving changes.
+  shop's daylight saving changes. On those nights (tested in tests/test_scheduling.py): a time the
+  spring change skips (02:30 in Berlin or New York) runs once, an hour late (03:30, APScheduler's
+  way, as long after the change as the skipped time was after it); a time the autumn change
+  repeats (02:30 in Berlin, 01:30 in New York) runs at its first occurrence only, where APScheduler
+  alone would run it again an hour later, a second sweep nobody asked for (`_OnceCronTrigger`).
+  An expression on every hour (`*/30 * * * *`) keeps real time and runs in both passes (Vixie
+  cron's rules).
 
 `AsyncIOScheduler` binds the running loop at `start()` (so the agent starts it inside `run()`), and
 shuts down in a callback of that loop: `shutdown()` waits for that callback, after which no timer
@@ -62,6 +68,35 @@ def zone(tz: str | tzinfo) -> tzinfo:
         raise ConfigError([problem]) from exc
 
 
+class _OnceCronTrigger(CronTrigger):  # type: ignore[misc]  # APScheduler 3 has no types
+    """A CronTrigger that runs a wall-clock time the autumn change repeats once, at its first
+    occurrence, unless its hour field is `*` (then it keeps real time, as cron does).
+
+    Decided from the fire time alone (not from the previous run), so an agent restarted between
+    the two occurrences does not run the second one either.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        if str(self.fields[self.FIELD_NAMES.index("hour")]) == "*":
+            return fire
+        while fire is not None and _second_pass(fire, self.timezone):
+            # Past it in UTC: wall-clock arithmetic on a local time ignores `fold`.
+            fire = super().get_next_fire_time(fire, fire.astimezone(UTC) + _TICK)
+        return fire
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def _second_pass(when: datetime, where: tzinfo) -> bool:
+    """Whether `when` is the second occurrence of its wall-clock time in `where` (fall-back)."""
+    local = when.astimezone(where)
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
 def cron_trigger(expression: str, tz: str | tzinfo) -> CronTrigger:
     """A five-field crontab expression (`minute hour day month weekday`) read in a time zone.
 
@@ -69,7 +104,7 @@ def cron_trigger(expression: str, tz: str | tzinfo) -> CronTrigger:
     """
     where = zone(tz)
     try:
-        return CronTrigger.from_crontab(expression, timezone=where)
+        return _OnceCronTrigger.from_crontab(expression, timezone=where)
     except ValueError as exc:
         raise ConfigError([f"cron expression {expression!r}: {exc}"]) from exc
 

@@ -172,6 +172,88 @@ def test_a_cron_expression_fires_at_its_local_time(
     assert fire == expected
 
 
+def fire_times(expression: str, tz: str, after: datetime, count: int) -> list[datetime]:
+    """The next `count` fire times, in UTC, as the scheduler finds them: each from the last."""
+    trigger = cron_trigger(expression, tz)
+    fires: list[datetime] = []
+    previous: datetime | None = None
+    now = after
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(previous, now)
+        assert fire is not None
+        fires.append(fire.astimezone(UTC))
+        previous = now = fire  # the job ran at its time; the next is found from there
+    return fires
+
+
+def utc(when: str) -> datetime:
+    """`MM-DD HH:MM` in 2026, UTC."""
+    return datetime.strptime(f"2026-{when}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+
+
+# 2026: Berlin springs forward on 29 March (02:00 CET -> 03:00 CEST, 01:00 UTC) and falls back on
+# 25 October (03:00 CEST -> 02:00 CET, 01:00 UTC); New York on 8 March (02:00 EST -> 03:00 EDT,
+# 07:00 UTC) and on 1 November (02:00 EDT -> 01:00 EST, 06:00 UTC). Times below are UTC.
+@pytest.mark.parametrize(
+    ("expression", "tz", "after", "expected"),
+    [
+        # 03:00 exists once on both days: one hour earlier in UTC from the spring change ...
+        ("0 3 * * *", "Europe/Berlin", "03-27 12:00",
+         ["03-28 02:00", "03-29 01:00", "03-30 01:00"]),
+        # ... and one hour later from the autumn one (03:00 comes after the repeated hour)
+        ("0 3 * * *", "Europe/Berlin", "10-23 12:00",
+         ["10-24 01:00", "10-25 02:00", "10-26 02:00"]),
+        ("0 3 * * *", "America/New_York", "03-06 12:00",
+         ["03-07 08:00", "03-08 07:00", "03-09 07:00"]),
+        ("0 3 * * *", "America/New_York", "10-30 12:00",
+         ["10-31 07:00", "11-01 08:00", "11-02 08:00"]),
+        # 02:30 does not exist on the spring day: the sweep runs once, an hour late (03:30 local,
+        # as long after the change as 02:30 is after 02:00), and at 02:30 again the next day
+        ("30 2 * * *", "Europe/Berlin", "03-27 12:00",
+         ["03-28 01:30", "03-29 01:30", "03-30 00:30"]),
+        ("30 2 * * *", "America/New_York", "03-06 12:00",
+         ["03-07 07:30", "03-08 07:30", "03-09 06:30"]),
+        # 02:30 happens twice on the autumn day in Berlin: the sweep runs at the first only
+        # (02:30 CEST, 00:30 UTC), not again an hour later (02:30 CET, 01:30 UTC)
+        ("30 2 * * *", "Europe/Berlin", "10-23 12:00",
+         ["10-24 00:30", "10-25 00:30", "10-26 01:30"]),
+        # in New York the repeated hour is 01:00-02:00: 02:30 happens once (EST) ...
+        ("30 2 * * *", "America/New_York", "10-30 12:00",
+         ["10-31 06:30", "11-01 07:30", "11-02 07:30"]),
+        # ... and 01:30 twice: the sweep runs at the first (01:30 EDT, 05:30 UTC) only
+        ("30 1 * * *", "America/New_York", "10-30 12:00",
+         ["10-31 05:30", "11-01 05:30", "11-02 06:30"]),
+        # started between the two 02:30s (at 02:15 CET, after the first): not run that night
+        ("30 2 * * *", "Europe/Berlin", "10-25 01:15",
+         ["10-26 01:30", "10-27 01:30"]),
+        # an expression on every hour keeps real time: each half hour of the repeated hour runs
+        ("*/30 * * * *", "America/New_York", "11-01 04:45",
+         ["11-01 05:00", "11-01 05:30", "11-01 06:00", "11-01 06:30", "11-01 07:00"]),
+        ("*/30 * * * *", "Europe/Berlin", "03-29 00:15",
+         ["03-29 00:30", "03-29 01:00", "03-29 01:30"]),
+    ],
+)  # fmt: skip
+def test_cron_fire_times_across_the_daylight_saving_changes(
+    expression: str, tz: str, after: str, expected: list[str]
+) -> None:
+    assert fire_times(expression, tz, utc(after), len(expected)) == [utc(e) for e in expected]
+
+
+async def test_a_cron_job_runs_once_on_the_night_a_time_repeats() -> None:
+    """The scheduler's own step: after the run at the first 01:30, the next is the next day's."""
+    scheduler = await started()
+    try:
+        scheduler.cron("verify:main", "30 1 * * *", Counter().nudge, tz="America/New_York")
+        trigger = scheduler._scheduler.get_job("verify:main").trigger
+        ran = trigger.get_next_fire_time(None, utc("11-01 05:00"))
+        assert ran.astimezone(UTC) == utc("11-01 05:30")  # 01:30 EDT
+        # As APScheduler asks after a run: from the run time, a moment after it.
+        following = trigger.get_next_fire_time(ran, utc("11-01 05:30") + timedelta(seconds=1))
+        assert following.astimezone(UTC) == utc("11-02 06:30")  # not 01:30 EST that night
+    finally:
+        await scheduler.shutdown()
+
+
 @pytest.mark.parametrize(
     ("expression", "tz", "says"),
     [

@@ -36,6 +36,14 @@ budget: at most `concurrency` requests in flight and, if `requests_per_second` i
 than that many started per second (GCRA, a token bucket of `burst` tokens, by default 1: evenly
 spaced). A retry's backoff sleeps outside the budget, so a waiting request holds no slot.
 
+**Live work first** (`background_work`): runs (import, refresh, verification, repair) mark their
+requests as background; everything else (a webhook's or hint's product, a write-back) is live.
+Both share the one rate and concurrency, but live work must never queue behind a sweep of
+100 000 products: a freed slot goes to a waiting live request first, background requests never
+hold the last slot (with `concurrency` > 1), and a start time is reserved only once a slot is
+held, so a live request waits at most about `(concurrency - 1) / requests_per_second` behind the
+background requests already paced (`PrioritySlots`).
+
 **Metrics** (with a `Metrics` registry): `bridge_store_requests_total{store,method,outcome}` and
 `bridge_store_request_duration_seconds{store,method,outcome}` (a histogram), one observation per
 request sent (each retry counts). Labels are bounded: never a URL, a path or a product id.
@@ -52,11 +60,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -92,15 +102,19 @@ __all__ = [
     "REQUESTS_METRIC",
     "REQUEST_SECONDS_METRIC",
     "Outcome",
+    "PrioritySlots",
     "RepeatedTimeouts",
     "Reply",
     "ReplyTooLarge",
     "RequestBudget",
     "StoreHttp",
+    "background_work",
     "build_platform",
     "classify",
     "declare_metrics",
     "error_for",
+    "in_background",
+    "live_work",
     "redact",
 ]
 
@@ -198,6 +212,137 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 # -- budget ----------------------------------------------------------------------------------------
 
+# Whether the requests of this task (and of the tasks it creates, which copy its context) are a
+# run's background work. A ContextVar rather than a parameter: the run machinery marks its work
+# once, and every adapter and client below it needs no new argument.
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "bridge_agent_background_work", default=False
+)
+
+
+@contextlib.contextmanager
+def background_work() -> Iterator[None]:
+    """Mark the store requests made inside (by this task and the tasks it creates meanwhile) as
+    a run's background work: they yield to live work in the store's budget (`PrioritySlots`)."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
+@contextlib.contextmanager
+def live_work() -> Iterator[None]:
+    """Mark the requests made inside as live even within a run: for a shared prerequisite that
+    live work may be waiting for too (a category tree loaded under a lock), which must not wait
+    behind the run's own queue while it holds that lock (a priority inversion)."""
+    token = _BACKGROUND.set(False)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
+def in_background() -> bool:
+    """Whether the current task works in the background (inside `background_work()`)."""
+    return _BACKGROUND.get()
+
+
+class PrioritySlots:
+    """A semaphore of `concurrency` slots that serves live work first: a freed slot goes to the
+    longest-waiting live request, then to the longest-waiting background one (`in_background`),
+    and background requests never hold more than `concurrency - 1` slots (all of them when there
+    is only one), so a live request finds a slot at once unless other live ones hold them.
+
+    `async with slots:` as with `asyncio.Semaphore` (so an adapter's own bound can be one), or
+    `hold(background)`. A freed slot is handed to the waiter it wakes (counted as held before
+    the waiter runs), so a newcomer can never take it first; a waiter cancelled after being
+    handed a slot passes it on.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.background_cap = concurrency - 1 if concurrency > 1 else 1
+        self.held = 0
+        self.background_held = 0
+        self._live: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def live_waiting(self) -> int:
+        return len(self._live)
+
+    @property
+    def background_waiting(self) -> int:
+        return len(self._background)
+
+    async def __aenter__(self) -> None:
+        await self.acquire(in_background())
+
+    async def __aexit__(self, *exc: object) -> None:
+        # The mark read at entry: `background_work()` blocks nest, so it is the same at exit.
+        self.release(in_background())
+
+    @contextlib.asynccontextmanager
+    async def hold(self, background: bool) -> AsyncIterator[None]:
+        await self.acquire(background)
+        try:
+            yield
+        finally:
+            self.release(background)
+
+    async def acquire(self, background: bool) -> None:
+        if self._free_for(background):
+            self._take(background)
+            return
+        queue = self._background if background else self._live
+        waiter = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(background)  # handed a slot as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # `_hand_on` may have dropped it
+                    queue.remove(waiter)
+                self._hand_on()  # it may have stood in front of one that can go now
+            raise
+
+    def release(self, background: bool) -> None:
+        self.held -= 1
+        if background:
+            self.background_held -= 1
+        self._hand_on()
+
+    def _free_for(self, background: bool) -> bool:
+        """Whether a newcomer may take a slot now without passing anyone it must let first."""
+        if self.held >= self.concurrency or self._live:
+            return False  # live waiters go first, for either kind
+        if background:
+            return self.background_held < self.background_cap and not self._background
+        return True
+
+    def _take(self, background: bool) -> None:
+        self.held += 1
+        if background:
+            self.background_held += 1
+
+    def _hand_on(self) -> None:
+        while self.held < self.concurrency:
+            if self._live:
+                waiter, background = self._live.popleft(), False
+            elif self._background and self.background_held < self.background_cap:
+                waiter, background = self._background.popleft(), True
+            else:
+                return
+            if waiter.done():
+                continue  # cancelled while waiting: nothing to hand it
+            self._take(background)
+            waiter.set_result(None)
+
 
 class RequestBudget:
     """How hard one store may be asked: `concurrency` requests in flight, `requests_per_second`
@@ -207,6 +352,15 @@ class RequestBudget:
     the next start time synchronously, then sleeps until it, so concurrent callers never race
     for a token and the order they asked in is kept. The pacing happens inside a concurrency
     slot, so freed slots cannot release a burst above the rate.
+
+    Live work goes first (`PrioritySlots`; a run's requests are background, `background_work`):
+    the rate and concurrency bound all requests together, a freed slot goes to live work first,
+    and background work never holds the last slot. Because a start time is reserved only once a
+    slot is held, background requests waiting for a slot reserve nothing: the start times ahead
+    of a live request are at most those of the `concurrency - 1` background requests holding a
+    slot, so it waits at most about `(concurrency - 1) / requests_per_second` for its start.
+    `in_flight` counts requests started and not finished, `background_in_flight` those of them
+    that are background work.
     """
 
     def __init__(
@@ -228,9 +382,10 @@ class RequestBudget:
         self._tolerance = (max(1.0, burst) - 1.0) * self._interval
         self._clock = clock
         self._sleep = sleep
-        self._slots = asyncio.Semaphore(concurrency)
+        self.slots = PrioritySlots(concurrency)
         self._next = -math.inf  # when the next request may start at the earliest (GCRA's TAT)
         self.in_flight = 0
+        self.background_in_flight = 0
 
     @classmethod
     def for_store(cls, store: StoreSettings) -> RequestBudget:
@@ -243,14 +398,18 @@ class RequestBudget:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one request's place: wait for a free slot, then for the request's start time."""
-        async with self._slots:
-            await self._pace()
+        """Hold one request's place: wait for a free slot (live work first), then for the
+        request's start time."""
+        background = in_background()
+        async with self.slots.hold(background):
+            await self._pace()  # only now, with the slot held: see the class docstring
             self.in_flight += 1
+            self.background_in_flight += background
             try:
                 yield
             finally:
                 self.in_flight -= 1
+                self.background_in_flight -= background
 
     async def _pace(self) -> None:
         if not self._interval:

@@ -84,7 +84,7 @@ from bridge_agent.platforms.base import (
     collect,
     failure_of,
 )
-from bridge_agent.platforms.http import RequestBudget
+from bridge_agent.platforms.http import PrioritySlots, RequestBudget, live_work
 from bridge_agent.platforms.woocommerce import webhooks
 from bridge_agent.platforms.woocommerce.client import ListPage, Params, WooClient
 from bridge_agent.platforms.woocommerce.mapping import (
@@ -154,7 +154,8 @@ class WooCommerce:
         )
         #: Warnings from mapping (e.g. "no image"), counted since start, for the import report.
         self.mapping_warnings: Counter[str] = Counter()
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        # Live work first here too (a hint never queues behind a sweep's pages): the budget's rule.
+        self._slots = PrioritySlots(settings.concurrency)
         self._monotonic = monotonic
         self._tree: dict[int, tuple[str, int]] | None = None
         self._tree_at = -math.inf
@@ -647,13 +648,15 @@ class WooCommerce:
             walk = PageGuard(f"the categories of store {self.settings.store_id!r}")
             page = 1
             while True:
-                async with self._slots:
-                    listed = await self.client.list_page(
-                        "/products/categories",
-                        {"_fields": "id,name,parent", "orderby": "id", "order": "asc"},
-                        page=page,
-                        page_size=MAX_PER_PAGE,
-                    )
+                # Live: a hint may wait on this lock, so a sweep's queue must not delay it.
+                with live_work():
+                    async with self._slots:
+                        listed = await self.client.list_page(
+                            "/products/categories",
+                            {"_fields": "id,name,parent", "orderby": "id", "order": "asc"},
+                            page=page,
+                            page_size=MAX_PER_PAGE,
+                        )
                 _check_page(walk, page, listed)
                 terms.extend(listed.items)
                 if _is_last(page, listed, MAX_PER_PAGE):
