@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,7 @@ class Agent:
                 forget_client=self._forget_client,
                 on_recorded=shipper.nudge,
                 hub_hashes=self._hub_hashes,
+                hub_markers=self._hub_markers,
                 hub=lambda: self._hub,
             )
             # Build every adapter before any task starts: a store whose settings its adapter
@@ -198,8 +199,10 @@ class Agent:
                 server = self._spawn("server:health", health)
                 work = [self._spawn("shipper", shipper.run())]
                 self._ensure_webhook_listener(cfg)
+                await stores.load_pauses()  # a paused store stays paused across restarts
                 for store in cfg.stores:
                     stores.start(store, built.get(store.id))
+                work.append(self._spawn("pauses", stores.watch_pauses()))
                 await bound.wait()
                 supervisor = self._spawn("supervisor", self._supervise())
                 reloader = self._spawn("reloader", self._reloader())
@@ -264,6 +267,14 @@ class Agent:
         """A page of the hub's ids and hashes, for repair runs (injected: sources import no
         shipper), on the hub client of the moment (a reload may replace it)."""
         return await self._hub.hashes(store, after, limit)
+
+    async def _hub_markers(
+        self, store: str, items: Sequence[tuple[str, str]], verified_at: int
+    ) -> wire.VerifiedReply | None:
+        """Verification markers of unchanged products (sources/verify.py), on the hub client of
+        the moment; None from a hub that takes none."""
+        agent = self.config.agent.id
+        return await self._hub.post_verified(store, items, verified_at, agent=agent)
 
     def _forget_client(self, http: httpx.AsyncClient) -> None:
         """Stop tracking a client and close it in the background (it may still be in use by a

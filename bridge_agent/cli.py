@@ -52,7 +52,7 @@ from bridge_agent.platforms.base import Capability, Platform, capabilities_of
 from bridge_agent.platforms.http import RequestBudget, build_platform
 from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
-from bridge_agent.store import Entry, StateStore
+from bridge_agent.store import Entry, Run, StateStore
 from bridge_agent.stores import STORE_CLIENT_TIMEOUT
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -171,13 +171,29 @@ def _parser() -> argparse.ArgumentParser:
         "--store", action="append", help="only events of this store (repeatable; default: all)"
     )
     events.add_argument(
+        "--product", action="append", metavar="ID",
+        help="only events of this product (repeatable; of any store unless --store)",
+    )  # fmt: skip
+    events.add_argument(
+        "--since", type=_since_or_ago, metavar="T",
+        help="only events at or after T: an ISO 8601 time (local time without a zone, as shown),"
+        " or a duration back from now: 90s, 30m, 2h, 1d, 1w",
+    )  # fmt: skip
+    events.add_argument(
+        "--errors", action="store_true",
+        help="only errors (levels error and critical); with --level, the more severe bound wins",
+    )  # fmt: skip
+    events.add_argument(
         "--limit", type=_positive, default=50, help="the newest N events (default %(default)s)"
     )
     events.add_argument(
         "--level", choices=EVENT_LEVELS, default="info",
         help="the least severe level shown (default %(default)s)",
     )  # fmt: skip
-    events.add_argument("--json", action="store_true", help="a JSON array, oldest first")
+    events.add_argument(
+        "--json", action="store_true",
+        help="a JSON array, oldest first: at (epoch ms), time (ISO 8601 UTC) and every field",
+    )  # fmt: skip
     events.set_defaults(handler=cmd_log)
 
     outbox = sub.add_parser("outbox", help="inspect and retry the outbox")
@@ -206,15 +222,64 @@ def _parser() -> argparse.ArgumentParser:
     _add_downstream_commands(sub, after)
 
     sync = sub.add_parser(
-        "sync", help="start a full refresh run, or a repair run (the running agent picks it up)"
-    )
+        "sync", help="queue a refresh run (or a repair run); the running agent picks it up",
+        description="Queue a run for the running agent (it starts within seconds; with the"
+        " agent stopped, at its next start). A refresh re-reads the whole catalog and ships only"
+        " what changed. Runs of one store go one at a time: a new one queues behind an open"
+        " one, which keeps the settings it started with.",
+    )  # fmt: skip
     sync.add_argument("--store", action="append", help="store id (default: every active store)")
+    sync.add_argument(
+        "--force", action="store_true",
+        help="ship every visible product as a full upsert whether changed or not, and export"
+        " no deletion or deactivation (restores a hub's copy of the catalog; slow)",
+    )  # fmt: skip
+    sync.add_argument(
+        "--dry-run", action="store_true",
+        help="read the catalog and report what would ship, recording and shipping nothing",
+    )  # fmt: skip
+    sync.add_argument(
+        "--restart", action="store_true",
+        help="cancel the store's open runs (they keep the settings they started with) and start"
+        " over with today's settings",
+    )  # fmt: skip
     sync.add_argument(
         "--repair", action="store_true",
         help="compare the hub with the store and repair every difference (products the store"
         " no longer has, other hashes, products the hub lost) instead of a refresh",
     )  # fmt: skip
+    sync.add_argument(
+        "--wait", action="store_true",
+        help="follow the run's progress until it ends and print its report (exit 1 if it fails)",
+    )  # fmt: skip
     sync.set_defaults(handler=cmd_sync)
+
+    verify = sub.add_parser(
+        "verify", help="queue a verification run: re-read products and ship any drift",
+        description="Re-read every product (or the ones named) through the store's API,"
+        " ship what drifted, confirm unchanged ones to the hub with a compact marker, and"
+        " report products the store no longer has. The running agent runs it behind its live"
+        " work and within the store's request budget; the store's verify_schedule runs one"
+        " every night by default.",
+    )  # fmt: skip
+    verify.add_argument("--store", action="append", help="store id (default: every active store)")
+    verify.add_argument(
+        "--product", action="append", metavar="ID", help="only this product (repeatable)"
+    )
+    verify.add_argument("--wait", action="store_true", help="as for sync --wait")
+    verify.set_defaults(handler=cmd_verify)
+
+    for name, what in (("pause", "pause"), ("resume", "resume")):
+        toggle = sub.add_parser(
+            name,
+            help=f"{what} a store's work (runs, polls, hooks, downstream) between two batches",
+            description="Pause: the store's runs stop after the page in flight and its"
+            " sources and downstream direction stop; webhooks are still received and kept."
+            " Resume: everything starts again, runs from their checkpoints. Works with the agent"
+            " running (it follows within a second) or stopped (a pause outlives restarts).",
+        )
+        toggle.add_argument("--store", action="append", required=True, help="store id")
+        toggle.set_defaults(handler=cmd_pause if name == "pause" else cmd_resume)
 
     simulate = sub.add_parser(
         "simulate", help="run a store simulator on loopback",
@@ -497,25 +562,101 @@ def render_status(doc: dict[str, Any]) -> str:
                 + f" {down['unreported']} unreported"
                 + (f"; error: {down['error']}" if down.get("error") else "")
             )
+        if s.get("filters"):
+            lines.append(f"{'':<16} filters: {s['filters']}")
+        if s.get("verification") and s.get("products"):
+            lines.append(f"{'':<16} verification: {_verification_line(s['verification'])}")
         if s.get("capabilities"):
             lines.append(f"{'':<16} offers: {', '.join(s['capabilities'])}")
     if doc.get("runs"):
-        lines += ["", f"{'RUN':>5} {'KIND':<8} {'STORE':<12} {'STATE':<8} PROGRESS"]
+        lines += ["", f"{'RUN':>5} {'KIND':<8} {'STORE':<12} {'STATE':<9} PROGRESS"]
         for r in doc["runs"]:
-            lines.append(
-                f"{r['id']:>5} {r['kind']:<8} {r['store']:<12} {r['state']:<8} {_progress(r)}"
+            progress = (
+                f"behind run {r['queued_behind']}" if r.get("queued_behind") else _progress(r)
             )
+            lines.append(f"{r['id']:>5} {r['kind']:<8} {r['store']:<12} {r['state']:<9} {progress}")
+            outcome = _run_outcome(r)
+            if outcome:
+                lines.append(f"{'':>5} {outcome}")
     if doc.get("events"):
         lines += ["", "recent events:"]
         lines += [f"  {render_event(e)}" for e in doc["events"]]
     return "\n".join(lines)
 
 
+def _verification_line(v: dict[str, Any]) -> str:
+    """How verified a store's products are: unverified count, oldest check, last sweep."""
+    text = f"{v['unverified']} unverified"
+    if v.get("oldest_verified_at"):
+        text += f", oldest check {_when(v['oldest_verified_at'])}"
+    last = v.get("last_run")
+    if last:
+        when = f" {_when(last['finished_at'])}" if last.get("finished_at") else ""
+        text += f"; last sweep: run {last['id']} {last['state']}{when}"
+    else:
+        text += "; no verification run yet"
+    return text
+
+
 def render_event(event: dict[str, Any]) -> str:
-    """One event as a line: local time, level, store/product, [HTTP status], message."""
+    """One event as a line: local time, level, store/product, [HTTP status], action, message."""
     where = "/".join(p for p in (event.get("store"), event.get("product")) if p)
-    code = f" [{event['status']}]" if event.get("status") else ""
-    return f"{_when(event['at'] / 1e3)} {event['level']:<7} {where}{code} {event['message']}"
+    code = f"[{event['status']}]" if event.get("status") else ""
+    action = f"{event['action']}:" if event.get("action") else ""
+    head = (_when(event["at"] / 1e3), f"{event['level']:<7}", where, code, action)
+    return " ".join(p for p in (*head, event["message"]) if p)
+
+
+def _run_outcome(run: dict[str, Any]) -> str:
+    """The line under a run that is not simply running: its report, its error, or its pause."""
+    state = run["state"]
+    if state == "done":
+        return "done: " + _report_summary(run.get("report") or {})
+    if state in ("failed", "cancelled"):
+        return f"{state}: {run.get('error') or 'no reason recorded'}"
+    if state == "paused":
+        return f"paused: resumes from its checkpoint (bridge-agent resume --store {run['store']})"
+    return ""
+
+
+# How a report's counts read. Any other key reads as itself (`set_aside` -> "3 set aside"), so a
+# new kind of run (refresh: `changed`, `unchanged`, `vanished`; verify: `markers`) shows its counts
+# without a change here. `failures` and `examples` list what a count already counts.
+_REPORT_LABELS = {
+    "imported": "product(s)",
+    "pages": "page(s)",
+    "no_image": "without image",
+    "no_price": "without price",
+    "duplicate_sku": "duplicate SKU(s)",
+    "hub_seen": "product(s) at the hub",
+    "images": "image URL(s)",
+    "oversized": "over 2 MB",
+}
+_REPORT_DETAILS = ("failures", "examples")
+
+
+def _report_summary(report: dict[str, Any]) -> str:
+    """A run's report on one line: its first count always, then the counts that are not zero
+    (`1200 product(s), 12 page(s), 3 failed, 5 without image`)."""
+    counts = _report_counts(report, "")
+    shown = counts[:1] + [(n, label) for n, label in counts[1:] if n]
+    return ", ".join(f"{n} {label}" for n, label in shown) or "no counts reported"
+
+
+def _report_counts(report: dict[str, Any], prefix: str) -> list[tuple[int, str]]:
+    counts: list[tuple[int, str]] = []
+    for key, value in report.items():
+        label = _REPORT_LABELS.get(key, key.replace("_", " "))
+        if key in _REPORT_DETAILS or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            counts.append((value, f"{prefix}{label}"))
+        elif isinstance(value, list):
+            counts.append((len(value), f"{prefix}{label}"))
+        elif isinstance(value, dict):
+            # A group of counts: `warnings` only groups them, `images` says what they count.
+            counts += _report_counts(value, "" if key == "warnings" else f"{prefix}{label} ")
+    return counts
 
 
 def _spool_line(spool: dict[str, Any]) -> str:
@@ -569,25 +710,80 @@ def cmd_log(args: argparse.Namespace) -> int:
     unknown = set(args.store or ()) - {s.id for s in config.stores}
     if unknown:
         print(f"bridge-agent log: no store {', '.join(sorted(unknown))} (configured: "
-              f"{', '.join(s.id for s in config.stores)})", file=sys.stderr)  # fmt: skip
+              f"{', '.join(s.id for s in config.stores) or 'none'})", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    levels = EVENT_LEVELS[EVENT_LEVELS.index(args.level) :]
+    # --errors narrows whatever --level says: `--errors --level critical` is critical only.
+    least = EVENT_LEVELS.index(args.level)
+    if args.errors:
+        least = max(least, EVENT_LEVELS.index("error"))
+    levels = EVENT_LEVELS[least:]
 
     async def read() -> list[dict[str, Any]]:
         # Read-only: the running agent keeps writing (WAL), nothing here can disturb it.
         async with StateStore.open(config.agent.state_dir, read_only=True) as state:
-            events = await state.events(limit=args.limit, levels=levels, stores=args.store)
-        return [asdict(e) for e in reversed(events)]  # oldest first, as logs read
+            events = await state.events(
+                limit=args.limit,
+                levels=levels,
+                stores=args.store,
+                products=args.product,
+                since=args.since,
+            )
+        return [_event_json(e) for e in reversed(events)]  # oldest first, as logs read
 
     events = asyncio.run(read())
     if args.json:
         print(json.dumps(events, indent=2))
     elif not events:
-        shown = "" if args.level == "debug" else f" at level {args.level} or above"
-        print(f"no events{shown} in {config.agent.state_dir}")
+        print(_no_events(args, levels) + f" in {config.agent.state_dir}")
     else:
         print("\n".join(render_event(e) for e in events))
     return EXIT_OK
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    """Every field of the event, with its time also as ISO 8601 UTC (`at` stays epoch ms)."""
+    fields = asdict(event)
+    seconds, ms = divmod(fields["at"], 1000)
+    utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+    return {"at": fields.pop("at"), "time": utc, **fields}
+
+
+def _no_events(args: argparse.Namespace, levels: Sequence[str]) -> str:
+    """What was asked, said back: `no error events for store main since 2026-12-05 14:00:00`."""
+    if args.errors:
+        text = f"no {levels[0]} events"
+    else:
+        text = "no events" + ("" if levels[0] == "debug" else f" at level {levels[0]} or above")
+    stores = ", ".join(args.store or ())
+    plural = "s" if len(args.store or ()) > 1 else ""
+    if args.product:
+        text += f" for product{'s' if len(args.product) > 1 else ''} {', '.join(args.product)}"
+        text += f" of store{plural} {stores}" if stores else ""
+    elif stores:
+        text += f" for store{plural} {stores}"
+    if args.since is not None:
+        text += f" since {_when(args.since / 1e3)}"
+    return text
+
+
+# A duration back from now (`--since 2h`): one number and one unit, as operators type them.
+_AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def _since_or_ago(text: str) -> int:
+    """`--since` of `log`: a duration back from now (`30m`, `2h`, `1d`) or an ISO 8601 time
+    (`_since`), as epoch ms. A duration is tried first: `2h` is no ISO time."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit in _AGO_UNITS and number.isascii() and number.isdigit() and len(number) <= 9:
+        return int((time.time() - int(number) * _AGO_UNITS[unit]) * 1000)
+    try:
+        datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30m, 2h or 1d, or an ISO 8601 time such as"
+            f" 2026-12-05T14:00 or 2026-12-05T13:00:00Z, got {text!r}"
+        ) from None
+    return _since(text)
 
 
 # -- outbox -----------------------------------------------------------------------------------
@@ -1049,25 +1245,169 @@ def _nothing_to_roll_back(
 # -- sync -------------------------------------------------------------------------------------
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
-    config = _config(args)
-    chosen = [s for s in config.stores if s.active and (not args.store or s.id in args.store)]
-    unknown = set(args.store or ()) - {s.id for s in config.stores}
+def _chosen_stores(
+    config: Config, wanted: Sequence[str] | None, command: str
+) -> list[StoreSettings] | None:
+    """The stores a run command names (default: every active one); None after saying why not."""
+    unknown = set(wanted or ()) - {s.id for s in config.stores}
+    chosen = [s for s in config.stores if (not wanted and s.active) or (wanted and s.id in wanted)]
+    inactive = [s.id for s in chosen if not s.active]
     if unknown or not chosen:
-        what = ", ".join(sorted(unknown)) or "no active store"
-        print(f"bridge-agent sync: {what} (configured: "
-              f"{', '.join(s.id for s in config.stores)})", file=sys.stderr)  # fmt: skip
+        what = f"no store {', '.join(sorted(unknown))}" if unknown else "no active store"
+        print(f"bridge-agent {command}: {what} (configured: "
+              f"{', '.join(s.id for s in config.stores) or 'none'})", file=sys.stderr)  # fmt: skip
+        return None
+    if inactive:
+        print(f"bridge-agent {command}: note: {', '.join(inactive)} inactive (active = false):"
+              " the run starts when the store is active again", file=sys.stderr)  # fmt: skip
+    return chosen
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    config = _config(args, secrets=False)
+    if args.repair and (args.force or args.dry_run):
+        print("bridge-agent sync: --repair does not combine with --force or --dry-run",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    chosen = _chosen_stores(config, args.store, "sync")
+    if chosen is None:
+        return EXIT_USAGE
+    kind = "repair" if args.repair else "refresh"
+    params = {k: True for k in ("force", "dry_run") if getattr(args, k)}
+    return _queue_runs(config, chosen, kind, params, restart=args.restart, wait=args.wait)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    config = _config(args, secrets=False)
+    chosen = _chosen_stores(config, args.store, "verify")
+    if chosen is None:
+        return EXIT_USAGE
+    products = list(dict.fromkeys(p.strip() for p in args.product or () if p.strip()))
+    if args.product and not products:
+        print("bridge-agent verify: --product needs an id", file=sys.stderr)
+        return EXIT_USAGE
+    params: dict[str, Any] = {"products": products} if products else {}
+    return _queue_runs(config, chosen, "verify", params, restart=False, wait=args.wait)
+
+
+def _queue_runs(
+    config: Config,
+    chosen: Sequence[StoreSettings],
+    kind: str,
+    params: dict[str, Any],
+    *,
+    restart: bool,
+    wait: bool,
+) -> int:
+    what = kind + "".join(f" ({k.replace('_', '-')})" for k in sorted(params) if params[k] is True)
+
+    async def start() -> list[tuple[str, int, list[Run], list[Run]]]:
+        out = []
+        async with StateStore.open(config.agent.state_dir) as state:
+            for s in chosen:
+                if restart:
+                    cancelled, run_id = await state.restart_runs(s.id, kind, freeze(s), params)
+                    ahead: list[Run] = []
+                else:
+                    cancelled = []
+                    ahead = await state.open_runs(s.id)
+                    run_id = await state.start_run(kind, s.id, freeze(s), params=params)
+                out.append((s.id, run_id, cancelled, ahead))
+            paused.update(await state.paused_stores())
+        return out
+
+    paused: set[str] = set()
+
+    started = asyncio.run(start())
+    for store_id, run_id, cancelled, ahead in started:
+        for old in cancelled:
+            print(f"{old.kind} run {old.id} of store {store_id!r} cancelled at {old.done}"
+                  f" product(s) (replaced by run {run_id})")  # fmt: skip
+        where = (
+            f"queued behind run(s) {', '.join(str(r.id) for r in ahead)}"
+            if ahead
+            else "the running agent starts it within seconds"
+        )
+        if store_id in paused:
+            where = "the store is paused: it starts at bridge-agent resume"
+        print(f"{what} run {run_id} queued for store {store_id!r}: {where}"
+              " (bridge-agent status shows its progress)")  # fmt: skip
+    if not wait:
+        return EXIT_OK
+    if _live_status(config.health.listen) is None:
+        print(f"bridge-agent: the agent is not running (no status on {config.health.listen}):"
+              " nothing to wait for; the run starts at its next start",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
+    return asyncio.run(_follow(config, [run_id for _s, run_id, _c, _a in started]))
+
+
+async def _follow(config: Config, run_ids: Sequence[int], every: float = 1.0) -> int:
+    """`--wait`: print progress until each run ends, then its report; 1 if one did not finish."""
+    outcome = EXIT_OK
+    async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+        for run_id in run_ids:
+            last = ""
+            while True:
+                run = await state.run(run_id)
+                if run is None:
+                    print(f"run {run_id}: gone from the state store", file=sys.stderr)
+                    return EXIT_FAILURE
+                line = f"run {run.id} {run.kind} {run.state}: {_progress(_run_dict(run))}"
+                if (line != last and sys.stdout.isatty()) or run.finished_at is not None:
+                    print(line, flush=True)
+                last = line
+                if run.finished_at is not None:
+                    break
+                await asyncio.sleep(every)
+            if run.state == "done":
+                print(json.dumps(run.report, indent=2, sort_keys=True))
+            else:
+                print(f"run {run.id} {run.state}: {run.error or ''}", file=sys.stderr)
+                outcome = EXIT_FAILURE
+    return outcome
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    return {"done": run.done, "total": run.total}
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _toggle(args, pause=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _toggle(args, pause=False)
+
+
+def _toggle(args: argparse.Namespace, *, pause: bool) -> int:
+    config = _config(args, secrets=False)
+    command = "pause" if pause else "resume"
+    chosen = _chosen_stores(config, args.store, command)
+    if chosen is None:
         return EXIT_USAGE
 
-    kind = "repair" if args.repair else "refresh"
-
-    async def start() -> list[tuple[str, int]]:
+    async def toggle() -> list[tuple[str, bool, list[Run]]]:
         async with StateStore.open(config.agent.state_dir) as state:
-            return [(s.id, await state.start_run(kind, s.id, freeze(s))) for s in chosen]
+            out = []
+            for s in chosen:
+                changed = await (state.pause_store(s.id) if pause else state.resume_store(s.id))
+                out.append((s.id, changed, await state.open_runs(s.id)))
+            return out
 
-    for store_id, run_id in asyncio.run(start()):
-        print(f"{kind} run {run_id} queued for store {store_id!r}: the running agent starts it"
-              " within seconds (bridge-agent status shows its progress)")  # fmt: skip
+    for store_id, changed, open_runs in asyncio.run(toggle()):
+        runs_note = (
+            f"; open run(s) {', '.join(f'{r.id} ({r.kind}, {r.done} done)' for r in open_runs)}"
+            if open_runs
+            else ""
+        )
+        if pause:
+            print(f"store {store_id!r} " + ("paused: the running agent stops its work after the"
+                  " batch in flight" if changed else "was already paused") + runs_note)  # fmt: skip
+        else:
+            print(f"store {store_id!r} " + ("resumed: the running agent starts its work again"
+                  ", runs from their checkpoints" if changed else "was not paused")
+                  + runs_note)  # fmt: skip
     return EXIT_OK
 
 

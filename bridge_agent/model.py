@@ -109,6 +109,29 @@ class Product:
         return _product_from(data)
 
 
+def settle(product: Product) -> Product:
+    """The rules of the canonical model every adapter's products follow, applied once where
+    every change is stored (`store/mirror.py` `encode`), so no source can disagree with another
+    about them (which would ship the product back and forth):
+
+    - an archived product (hidden or trashed in the store) is `Discontinued`, and so are its
+      variants: it is no longer offered, whatever stock it still counts (design.md's
+      availability list; a verification sweep reports it so).
+    """
+    if product.status != "archived" or (
+        product.availability == "Discontinued"
+        and all(v.availability == "Discontinued" for v in product.variants)
+    ):
+        return product
+    return dataclasses.replace(
+        product,
+        availability="Discontinued",
+        variants=tuple(
+            dataclasses.replace(v, availability="Discontinued") for v in product.variants
+        ),
+    )
+
+
 def _compact(obj: Any) -> Any:  # returns the canonical form of any model value
     """Dataclass -> dict without unset fields; tuples -> lists (msgpack and JSON agree on lists)."""
     names = _FIELD_NAMES.get(type(obj))

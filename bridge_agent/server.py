@@ -53,6 +53,8 @@ class StoreView:
     # The downstream task's current error (`Downstream.problem`), None while all is well; not
     # set for a store without a running downstream direction.
     downstream_problem: Callable[[], str | None] | None = None
+    paused_at: int | None = None  # epoch ms of `bridge-agent pause`, None while not paused
+    filters: str | None = None  # the store's filters in words (`Scope.describe`), None: all
 
 
 @dataclass
@@ -178,7 +180,9 @@ async def status_document(
     if live is not None and live.hub.last_shipment_at is not None:
         last_shipment = live.hub.last_shipment_at
     runs = await state.runs(limit=10)
+    first_open = {r.store: r.id for r in reversed(await state.open_runs())}  # oldest wins
     events = await state.events(limit=10)
+    paused = await state.paused_stores()
     doc: dict[str, Any] = {
         "agent": agent_id,
         "version": __version__,
@@ -198,8 +202,10 @@ async def status_document(
                 "platform": s.platform,
                 "active": s.active,
                 "capabilities": list(s.capabilities),
-                **_store_state(s, live, await state.open_runs(s.id)),
+                **_store_state(s, live, await state.open_runs(s.id), paused.get(s.id)),
                 "products": await state.mirror_count(s.id),
+                "verification": await _verification_status(state, s.id),
+                "filters": s.filters,
                 "downstream": await _downstream_status(state, s.id, s.downstream_problem),
                 **(
                     {"spool": (await asyncio.to_thread(backlog, s.spool_dir)).as_dict(now)}
@@ -209,7 +215,7 @@ async def status_document(
             }
             for s in stores
         },
-        "runs": [_run_status(r, now) for r in runs],
+        "runs": [_run_status(r, now, first_open) for r in runs],
         "events": [asdict(e) for e in events],
     }
     return doc
@@ -252,10 +258,40 @@ def _hub_status(live: Live | None) -> dict[str, Any]:
 _RUN_STATES = {"import": "importing", "refresh": "refreshing", "repair": "repairing"}
 
 
-def _store_state(store: StoreView, live: Live | None, runs: Sequence[Run] = ()) -> dict[str, Any]:
-    """The store's state column: inactive, stopped, failing, busy with a run, or its health."""
+async def _verification_status(state: StateStore, store: str) -> dict[str, Any]:
+    """How verified the store's products are, and its last verification run."""
+    counts = await state.verification(store)
+    last = await state.last_run(store, "verify")
+    return {
+        "unverified": counts.unverified,
+        "oldest_verified_at": None
+        if counts.oldest_verified_at is None
+        else counts.oldest_verified_at / 1e3,
+        "last_run": None
+        if last is None
+        else {
+            "id": last.id,
+            "state": last.state,
+            "finished_at": None if last.finished_at is None else last.finished_at / 1e3,
+        },
+    }
+
+
+def _store_state(
+    store: StoreView, live: Live | None, runs: Sequence[Run] = (), paused: int | None = None
+) -> dict[str, Any]:
+    """The store's state column: inactive, paused, stopped, failing, busy with a run, or its
+    health."""
     if not store.active:
         return {"state": "inactive", "ok": True, "detail": None}
+    if paused is not None:
+        open_runs = f"; {len(runs)} open run(s) resume from their checkpoints" if runs else ""
+        return {
+            "state": "paused",
+            "ok": True,
+            "detail": "paused by bridge-agent pause: `bridge-agent resume` starts it" + open_runs,
+            "since": paused / 1e3,
+        }
     if live is None:
         return {"state": "stopped", "ok": None, "detail": None}
     h = store.health
@@ -271,9 +307,20 @@ def _store_state(store: StoreView, live: Live | None, runs: Sequence[Run] = ()) 
     return {"state": h.state, "ok": not h.failing, "detail": h.detail, "since": h.since}
 
 
-def _run_status(run: Run, now: float) -> dict[str, Any]:
-    """A run with its progress: rate and ETA from the time spent so far."""
+def _run_status(
+    run: Run, now: float, first_open: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """A run with its progress: rate and ETA from the time spent so far.
+
+    `first_open`: the oldest open run of each store. A store's runs go one at a time, oldest
+    first, so a `running` run behind another is `queued` (with `queued_behind`, that run's id):
+    it has not started, it has no rate and no ETA.
+    """
     out = {k: v for k, v in asdict(run).items() if k not in ("config", "checkpoint")}
+    ahead = (first_open or {}).get(run.store, run.id)
+    if run.state == "running" and ahead < run.id:
+        out.update(state="queued", queued_behind=ahead, rate_per_second=None, eta_seconds=None)
+        return out
     elapsed = max(((run.finished_at or now * 1e3) - run.started_at) / 1e3, 1e-3)
     rate = run.done / elapsed
     out["rate_per_second"] = round(rate, 2)

@@ -75,12 +75,15 @@ from bridge_agent.sources.importer import Importer, freeze
 from bridge_agent.sources.poller import Poller
 from bridge_agent.sources.reconcile import Reconciler
 from bridge_agent.sources.spool import SpoolWatcher
+from bridge_agent.sources.verify import HubMarkers
 from bridge_agent.sources.webhooks import WebhookRoute
 from bridge_agent.store import StateStore
+from bridge_agent.sync.scope import Scope
 
 log = structlog.get_logger("bridge_agent.stores")
 
 STORE_CHECK_INTERVAL = 300.0
+PAUSE_CHECK_INTERVAL = 1.0  # how soon a running agent follows `bridge-agent pause | resume`
 STORE_CLIENT_TIMEOUT = 30.0
 
 
@@ -312,6 +315,7 @@ class Stores(Mapping[str, StoreTasks]):
         forget_client: Callable[[httpx.AsyncClient], None],
         on_recorded: Callable[[], None],
         hub_hashes: HubHashes,
+        hub_markers: HubMarkers | None = None,
         hub: Callable[[], HubLink] | None = None,
     ) -> None:
         self._state = state
@@ -322,11 +326,13 @@ class Stores(Mapping[str, StoreTasks]):
         self._forget_client = forget_client
         self._on_recorded = on_recorded
         self._hub_hashes = hub_hashes
+        self._hub_markers = hub_markers
         self._hub = hub  # the hub client of the moment, for the downstream direction
         self._entries: dict[str, StoreTasks] = {}
         self._budgets: dict[str, RequestBudget] = {}  # one per store, shared by its adapters
         self.views: dict[str, StoreView] = {}
         self.routes: dict[str, WebhookRoute] = {}
+        self.paused: dict[str, int] = {}  # paused stores, and when (`load_pauses`)
 
     # Mapping: the stores listed, running or inactive.
     def __getitem__(self, store_id: str) -> StoreTasks:
@@ -414,7 +420,8 @@ class Stores(Mapping[str, StoreTasks]):
     # -- start and stop ------------------------------------------------------------------------
 
     def start(self, store: StoreSettings, adapter: Adapter | None) -> None:
-        """List one store and, with its adapter (an active store), start its tasks and jobs."""
+        """List one store and, with its adapter (an active store), start its tasks and jobs
+        (unless it is paused: then they start at `resume`)."""
         health = Health(f"store:{store.id}")
         offers = capabilities_of(adapter.platform) if adapter else frozenset()
         self.views[store.id] = StoreView(
@@ -424,25 +431,47 @@ class Stores(Mapping[str, StoreTasks]):
             health,
             spool_dir=store.spool_dir,
             capabilities=tuple(sorted(offers)),
+            paused_at=self.paused.get(store.id),
+            filters=None if (scope := Scope.of(store.filters)).is_everything else scope.describe(),
         )
         entry = StoreTasks(store)
         self._entries[store.id] = entry
         if adapter is None:
             return
-        platform = entry.platform = adapter.platform
+        entry.platform = adapter.platform
         entry.http = adapter.http
+        if store.id in self.paused:
+            log.info("store_paused", store=store.id, detail="bridge-agent resume starts it")
+            return
+        self._launch(entry)
+
+    def _launch(self, entry: StoreTasks) -> None:
+        """Build a store's sources and start their tasks and jobs on its adapter."""
+        store, platform = entry.settings, entry.platform
+        assert platform is not None, "only a store with an adapter is launched"
+        health = self.views[store.id].health
+        offers = capabilities_of(platform)
         writer = writer_of(platform) if store.downstream and self._hub is not None else None
         keeper = self._keeper(store, writer)
         on_recorded = self._on_recorded
         if keeper is not None:
             on_recorded = _both(self._on_recorded, keeper.nudge)  # a store change: look now
-        ctx = StoreContext(store.id, platform, self._state, on_recorded, self._metrics, health)
+        ctx = StoreContext(
+            store.id,
+            platform,
+            self._state,
+            on_recorded,
+            self._metrics,
+            health,
+            scope=Scope.of(store.filters),
+        )
         importer = entry.importer = Importer(
             ctx,
             store=store,
             build_platform=self.run_adapter,
             images=ImageChecker,  # one per run, with its own aiohttp session
             hub_hashes=self._hub_hashes,
+            hub_markers=self._hub_markers,
         )
         hints = HintWorker(ctx, deletions=store.deletions, concurrency=store.concurrency)
         registers = Capability.WEBHOOK_REGISTRATION in offers
@@ -463,7 +492,7 @@ class Stores(Mapping[str, StoreTasks]):
             "check": (STORE_CHECK_INTERVAL, checker.nudge, now),
         }
         if Capability.MODIFIED_SINCE in offers:
-            poller = Poller(ctx, interval=store.poll_interval)
+            poller = Poller(ctx, interval=store.poll_interval, deletions=store.deletions)
             tasks["poll"] = poller.run()
             jobs["poll"] = (poller.interval, poller.nudge, now)
         if Capability.PRODUCT_IDS in offers:
@@ -501,6 +530,13 @@ class Stores(Mapping[str, StoreTasks]):
         for kind, (seconds, nudge, first) in jobs.items():
             self._scheduler.every(f"{kind}:{store.id}", seconds, nudge, first=first)
             entry.jobs.append(f"{kind}:{store.id}")
+        if store.verify_schedule != "off":
+            # The scheduled verification sweep (sources/verify.py), at the store's own hours.
+            job_id = f"verify:{store.id}"
+            self._scheduler.cron(
+                job_id, store.verify_schedule, importer.verification_due, tz=store.verify_timezone
+            )
+            entry.jobs.append(job_id)
         if Capability.WEBHOOKS in offers:
             self.routes[store.id] = WebhookRoute(store.platform, platform, hints.nudge)
 
@@ -527,14 +563,61 @@ class Stores(Mapping[str, StoreTasks]):
         await self._halt(store_id, entry)
 
     async def _halt(self, store_id: str, entry: StoreTasks) -> None:
+        await self._cancel_tasks(entry)
+        await close_platform(entry.platform, store_id)
+        if entry.http is not None:
+            self._forget_client(entry.http)
+
+    async def _filters_changed(self, store: StoreSettings) -> None:
+        """Rule 07: new filters never change a run in progress; say so when one is open."""
+        open_runs = await self._state.open_runs(store.id)
+        if not open_runs:
+            return
+        ids = ", ".join(str(r.id) for r in open_runs)
+        message = (
+            f"the filters changed while run(s) {ids} are open: those finish with the filters"
+            " they started with; the new filters apply to live changes now and to the next run"
+            " (bridge-agent sync --restart starts over with them)"
+        )
+        log.warning("filters_changed_during_run", store=store.id, runs=ids)
+        await self._state.log_event(message, level="warning", store=store.id, action="config")
+
+    async def _cancel_tasks(self, entry: StoreTasks) -> None:
         for task in entry.tasks:
             task.cancel()
         await asyncio.gather(*entry.tasks, return_exceptions=True)
         for job_id in entry.jobs:  # after the tasks: a task cannot arm a job once cancelled
             self._scheduler.remove(job_id)
-        await close_platform(entry.platform, store_id)
-        if entry.http is not None:
-            self._forget_client(entry.http)
+        entry.tasks, entry.jobs, entry.importer = [], [], None
+
+    # -- pause and resume (`bridge-agent pause | resume`) --------------------------------------
+
+    async def load_pauses(self) -> None:
+        """Read which stores are paused, before the stores start (a pause outlives restarts)."""
+        self.paused = await self._state.paused_stores()
+
+    async def watch_pauses(self, interval: float = PAUSE_CHECK_INTERVAL) -> None:
+        """Root task: follow `bridge-agent pause | resume`, which write to the state store.
+
+        A paused store's tasks and jobs stop; its adapter stays open and its webhook route stays:
+        deliveries are still verified and committed as hints (answered 2xx, so the platform never
+        disables the webhook), and handled at resume, like spool files left in the folder.
+        A run in progress stops sooner than this check: it reads its own state after each page.
+        """
+        while True:
+            paused = await self._state.paused_stores()
+            for store_id, entry in self._entries.items():
+                was, now = store_id in self.paused, store_id in paused
+                if now and not was and entry.tasks:
+                    await self._cancel_tasks(entry)
+                    log.warning("store_paused", store=store_id)
+                elif was and not now and entry.platform is not None and not entry.tasks:
+                    self._launch(entry)
+                    log.info("store_resumed", store=store_id)
+            self.paused = paused
+            for store_id, view in self.views.items():
+                view.paused_at = paused.get(store_id)
+            await asyncio.sleep(interval)
 
     async def shutdown(self) -> None:
         """Stop every store's tasks and jobs and close the adapters; the stores stay listed
@@ -569,6 +652,8 @@ class Stores(Mapping[str, StoreTasks]):
             if store_id in self._entries:
                 await self.stop(store_id)
             store = settings[store_id]
+            if "filters" in plan.changed.get(store_id, ()):
+                await self._filters_changed(store)
             self.start(store, built.get(store_id))
             log.info(
                 "store_configured",

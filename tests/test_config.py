@@ -21,6 +21,7 @@ from bridge_agent.config import (
     OptionSpec,
     PlatformSpec,
     Secret,
+    StoreFilters,
     StoreSettings,
     WebhookSettings,
     default_config_path,
@@ -972,3 +973,118 @@ def test_an_adapter_that_fails_on_its_settings_is_a_config_problem(
     assert "[[stores]] 'f': the Fragile adapter could not be built from these settings:" in err
     assert "KeyError: 'region'" in err
     assert "Traceback" not in err
+
+
+# --- store filters, test mode and the verification schedule (issue 13) --------------------------
+
+
+def test_store_filters_and_verify_schedule_are_read(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + 'verify_schedule = "30 2 * * sun"\nverify_timezone = "Europe/Paris"\n'
+        + "\n[stores.filters]\n"
+        + 'status = ["active", "draft"]\ncategories = ["Clothing/Tops", "c12"]\n'
+        + 'tags = ["${SALE_TAG}"]\nexclude_tags = ["b2b"]\nonly_visible = true\n'
+        + 'test_tag = "bridge-test"\n'
+    )
+    store = load(tmp_path, text, env={"SALE_TAG": "sale"}).stores[0]
+    assert store.filters == StoreFilters(
+        status=("active", "draft"),
+        categories=("Clothing/Tops", "c12"),
+        tags=("sale",),
+        exclude_tags=("b2b",),
+        only_visible=True,
+        test_tag="bridge-test",
+    )
+    assert (store.verify_schedule, store.verify_timezone) == ("30 2 * * sun", "Europe/Paris")
+    hash(store)  # still a frozen value
+
+
+def test_store_filters_default_admits_everything(tmp_path: Path) -> None:
+    store = load(tmp_path, MINIMAL).stores[0]
+    assert store.filters == StoreFilters() and store.filters.admits_everything
+    assert (store.verify_schedule, store.verify_timezone) == ("0 3 * * *", "UTC")
+    off = load(tmp_path, MINIMAL + 'verify_schedule = "OFF"\n').stores[0]
+    assert off.verify_schedule == "off"
+    inline = load(tmp_path, MINIMAL + 'filters = { test_tag = "pilot" }\n').stores[0]
+    assert inline.filters == StoreFilters(test_tag="pilot")
+    assert not inline.filters.admits_everything
+
+
+def test_store_filter_problems_are_all_reported(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + 'verify_schedule = "0 25 * * *"\nverify_timezone = "Mars/Olympus"\n'
+        + "\n[stores.filters]\n"
+        + 'status = ["visible", "actve"]\ncategories = "Tops"\ntags = ["sale", 3, " "]\n'
+        + 'only_visble = true\ntest_tag = ""\n'
+    )
+    found = problems(tmp_path, text)
+    where = "[[stores]] #1 (id 'main')"
+    sub = f"{where} [stores.filters]"
+    assert found[:2] == [
+        f"{sub} status: 'visible' is not one of active, draft, archived (Sales Layer's visible"
+        " is active)",
+        f"{sub} status: 'actve' is not one of active, draft, archived (did you mean 'active'?)",
+    ]
+    assert f"{sub} test_tag: must not be empty (leave it out to sync every product)" in found
+    assert f"{sub} categories: expected an array of strings, got string" in found
+    assert f"{sub} tags[1]: expected a string, got integer" in found
+    assert f"{sub} tags[2]: must not be empty" in found
+    assert f"{sub} unknown key 'only_visble' (did you mean 'only_visible'?)" in found
+    assert (
+        f"{where} verify_timezone: unknown time zone 'Mars/Olympus' (an IANA name such as"
+        " Europe/Paris)" in found
+    )
+    (schedule,) = [p for p in found if "verify_schedule" in p]
+    assert schedule.startswith(f"{where} verify_schedule: '0 25 * * *' is not a crontab")
+    assert "(23)" in schedule  # apscheduler's reason: the hour's maximum
+    assert len(found) == 9, found
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ('filters = "all"\n', "filters: expected a table ([stores.filters]), got string"),
+        (
+            'verify_schedule = "0 3 * *"\n',
+            "verify_schedule: '0 3 * *' is not a crontab expression (minute hour day month"
+            ' weekday, e.g. "0 3 * * *"), or "off": Wrong number of fields; got 4, expected 5',
+        ),
+        (
+            'verify_schedule = "0 3 * * 0"\n',
+            "verify_schedule: '0 3 * * 0': write the weekday as names (sun, mon-fri), not"
+            " numbers: crontab and the scheduler number weekdays differently",
+        ),
+        ("verify_schedule = 3\n", "verify_schedule: expected a string, got integer"),
+        ('filters.only_visible = "yes"\n', "[stores.filters] only_visible: expected a boolean"),
+        (
+            'filters = { only_visible = true, status = ["draft"] }\n',
+            "[stores.filters] only_visible: admits only active products, and status does not"
+            " list active",
+        ),
+        (
+            'filters = { test_tag = "Pilot", exclude_tags = ["pilot"] }\n',
+            "[stores.filters] test_tag: 'Pilot' is also in exclude_tags",
+        ),
+    ],
+)
+def test_one_store_filter_or_schedule_problem(tmp_path: Path, tail: str, expected: str) -> None:
+    message = only_problem(tmp_path, MINIMAL + tail)
+    assert message.startswith("[[stores]] #1 (id 'main') ")
+    assert expected in message
+
+
+def test_store_filters_freeze_and_thaw_exactly(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[stores.filters]\ncategories = ["Tops"]\ntest_tag = "pilot"\n'
+    store = load(tmp_path, text).stores[0]
+    frozen = redact(store)
+    assert frozen["filters"] == store.filters.to_dict()
+    assert frozen["verify_schedule"] == "0 3 * * *"
+    thawed = json.loads(json.dumps(frozen["filters"]))  # as a run stores it
+    assert StoreFilters.from_dict(thawed) == store.filters
+    assert StoreFilters.from_dict({}) == StoreFilters()  # a run frozen before filters existed
+    every = StoreFilters(("draft",), ("a", "b/c"), ("t",), ("x",), True, "pilot")
+    assert StoreFilters.from_dict(json.loads(json.dumps(every.to_dict()))) == every
+    with pytest.raises(ValueError, match="unknown key 'colour'; tags is not a list of strings"):
+        StoreFilters.from_dict({"colour": "red", "tags": "sale"})

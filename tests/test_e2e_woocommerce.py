@@ -33,6 +33,7 @@ from bridge_agent.config import Listen, Secret, StoreSettings, WebhookSettings
 from bridge_agent.errors import ConfigError, PlatformUnavailable, StateStoreError
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
+from bridge_agent.model import settle
 from bridge_agent.platforms.woocommerce import WooCommerce
 from bridge_agent.platforms.woocommerce.mapping import MappingOptions, map_product
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
@@ -104,7 +105,8 @@ async def adapter(woo: Sim) -> AsyncIterator[WooCommerce]:
 
 
 async def expected_products(woo: Sim, adapter: WooCommerce) -> dict[str, dict[str, Any]]:
-    """The simulator's truth (trash excluded), mapped independently of the import path."""
+    """The simulator's truth (trash excluded), mapped independently of the import path, with
+    the canonical model's rules (`model.settle`: archived is Discontinued) applied."""
     tree = await adapter._category_tree(set(), refresh=True)
     out = {}
     for doc in await woo.truth():
@@ -114,7 +116,7 @@ async def expected_products(woo: Sim, adapter: WooCommerce) -> dict[str, dict[st
         mapped, _ = map_product(
             product, doc["variations"], options=MappingOptions(), categories=tree
         )
-        out[mapped.id] = mapped.to_dict()
+        out[mapped.id] = settle(mapped).to_dict()
     return out
 
 

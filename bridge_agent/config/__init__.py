@@ -5,7 +5,7 @@ The package has four rooms, each with one job:
 - `values.py`: the value types settings are made of (`Secret`, `Listen`, `FrozenMap`) and the
   pure rules for one value (`parse_duration`, the URL rule, `redact`).
 - `settings.py`: the frozen dataclasses the agent runs with (`Config`, `AgentSettings`,
-  `HubSettings`, `HealthSettings`, `WebhookSettings`, `StoreSettings`).
+  `HubSettings`, `HealthSettings`, `WebhookSettings`, `StoreSettings` and its `StoreFilters`).
 - `specs.py`: the settings spec an adapter declares (`PlatformSpec`, `OptionSpec`) and finding
   it through the `bridge_agent.platforms` entry point: config knows no platform by name.
 - `reader.py` and `loader.py`: reading the file table by table (`${VAR}` expansion, secrets from
@@ -27,6 +27,7 @@ from bridge_agent.config.settings import (
     Config,
     HealthSettings,
     HubSettings,
+    StoreFilters,
     StoreSettings,
     WebhookSettings,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "OptionSpec",
     "PlatformSpec",
     "Secret",
+    "StoreFilters",
     "StoreSettings",
     "WebhookSettings",
     "default_config_path",

@@ -33,6 +33,9 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
 
 from bridge_agent.config.reader import Context, Table, suggest
 from bridge_agent.config.settings import (
@@ -41,6 +44,7 @@ from bridge_agent.config.settings import (
     Config,
     HealthSettings,
     HubSettings,
+    StoreFilters,
     StoreSettings,
     WebhookSettings,
 )
@@ -54,6 +58,7 @@ from bridge_agent.config.specs import (
 from bridge_agent.config.values import FrozenMap, Secret, type_name
 from bridge_agent.errors import ConfigError, InputError
 from bridge_agent.inputs import check_depth, read_regular_file
+from bridge_agent.model import STATUSES
 
 __all__ = [
     "CONFIG_DEPTH_LIMIT",
@@ -102,7 +107,15 @@ _STORE_KEYS = (
     "downstream",
     "apply_mode",
     "alt_shared_attachments",
+    "filters",
+    "verify_schedule",
+    "verify_timezone",
 )
+_FILTER_KEYS = tuple(f.name for f in dataclasses.fields(StoreFilters))
+# Sales Layer's words for the statuses (rule 10), so an operator following its guide is told
+# which canonical status to write.
+_STATUS_WORDS = {"visible": "active", "invisible": "archived", "hidden": "archived"}
+VERIFY_OFF = "off"
 APPLY_MODES: tuple[str, ...] = ("auto", "review")
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -349,7 +362,12 @@ def _store(table: Table) -> StoreSettings:
         alt_shared_attachments=table.boolean(
             "alt_shared_attachments", default["alt_shared_attachments"]
         ),
+        filters=_filters(table),
     )
+    schedule, timezone = _verify_schedule(
+        table, default["verify_schedule"], default["verify_timezone"]
+    )
+    common = dataclasses.replace(common, verify_schedule=schedule, verify_timezone=timezone)
     if not platform:
         return common  # already reported; as for an unknown platform, other keys go unjudged
     try:
@@ -383,6 +401,104 @@ def _apply_mode(table: Table, default: str) -> str:
         table.problem("apply_mode", f"must be one of {', '.join(APPLY_MODES)}, got '{mode}'")
         return default
     return mode
+
+
+def _filters(table: Table) -> StoreFilters:
+    """`[stores.filters]` of one store: which products sync (Sales Layer rules 10-12)."""
+    table.seen.add("filters")
+    data = table.data.get("filters")
+    if data is None:
+        return StoreFilters()
+    if not isinstance(data, dict):
+        table.problem("filters", f"expected a table ([stores.filters]), got {type_name(data)}")
+        return StoreFilters()
+    sub = Table(f"{table.label} [stores.filters]", data, table.context)
+    statuses = _string_list(sub, "status")
+    for status in statuses:
+        if status not in STATUSES:
+            word = _STATUS_WORDS.get(status.lower())
+            hint = f" (Sales Layer's {status} is {word})" if word else suggest(status, STATUSES)
+            sub.problem("status", f"'{status}' is not one of {', '.join(STATUSES)}{hint}")
+    test_tag: str | None = sub.string("test_tag", "")
+    if "test_tag" in data and isinstance(data["test_tag"], str) and not test_tag:
+        sub.problem("test_tag", "must not be empty (leave it out to sync every product)")
+    filters = StoreFilters(
+        status=tuple(s for s in statuses if s in STATUSES),
+        categories=_string_list(sub, "categories"),
+        tags=_string_list(sub, "tags"),
+        exclude_tags=_string_list(sub, "exclude_tags"),
+        only_visible=sub.boolean("only_visible", False),
+        test_tag=test_tag or None,
+    )
+    # Filters that admit nothing are a mistake, not a way to pause a store (`active = false`).
+    if filters.only_visible and filters.status and "active" not in filters.status:
+        sub.problem("only_visible", "admits only active products, and status does not list active")
+    excluded = {t.casefold() for t in filters.exclude_tags}
+    if filters.test_tag is not None and filters.test_tag.casefold() in excluded:
+        sub.problem("test_tag", f"'{filters.test_tag}' is also in exclude_tags")
+    sub.finish(_FILTER_KEYS)
+    return filters
+
+
+def _string_list(table: Table, key: str) -> tuple[str, ...]:
+    """An array of non-empty strings (`${VAR}` expanded); () when absent or wrong."""
+    value = table.raw(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        table.problem(key, f"expected an array of strings, got {type_name(value)}")
+        return ()
+    out: list[str] = []
+    for n, item in enumerate(value):
+        if not isinstance(item, str):
+            table.problem(f"{key}[{n}]", f"expected a string, got {type_name(item)}")
+        elif not item.strip():
+            table.problem(f"{key}[{n}]", "must not be empty")
+        else:
+            out.append(item.strip())
+    return tuple(out)
+
+
+def _verify_schedule(table: Table, schedule: str, timezone: str) -> tuple[str, str]:
+    """`verify_schedule` (five-field crontab, or "off") read in `verify_timezone` (IANA)."""
+    given_zone = table.string("verify_timezone", timezone)
+    zone = ZoneInfo("UTC")
+    if _is_text(table, "verify_timezone"):  # else absent, or its type already reported
+        try:
+            zone = ZoneInfo(given_zone)
+            timezone = given_zone
+        except (ZoneInfoNotFoundError, ValueError):
+            table.problem(
+                "verify_timezone",
+                f"unknown time zone '{given_zone}' (an IANA name such as Europe/Paris)",
+            )
+    given = table.string("verify_schedule", schedule)
+    if not _is_text(table, "verify_schedule"):
+        pass  # absent: the default; of the wrong type: already reported
+    elif (schedule := " ".join(given.split())).lower() == VERIFY_OFF:
+        schedule = VERIFY_OFF
+    elif len(fields := schedule.split()) == 5 and any(c.isdigit() for c in fields[4]):
+        # crontab counts weekdays from Sunday = 0, APScheduler (which runs the schedule) from
+        # Monday = 0: "0 3 * * 0" would run on Mondays. Names mean the same to both.
+        table.problem(
+            "verify_schedule",
+            f"'{schedule}': write the weekday as names (sun, mon-fri), not numbers: "
+            "crontab and the scheduler number weekdays differently",
+        )
+    else:
+        try:
+            CronTrigger.from_crontab(schedule, timezone=zone)
+        except (ValueError, TypeError) as exc:
+            table.problem(
+                "verify_schedule",
+                f"'{schedule}' is not a crontab expression (minute hour day month weekday, "
+                f'e.g. "0 3 * * *"), or "off": {exc}',
+            )
+    return schedule, timezone
+
+
+def _is_text(table: Table, key: str) -> bool:
+    return isinstance(table.data.get(key), str)
 
 
 def _declared_platform_keys(

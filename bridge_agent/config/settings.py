@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "HealthSettings",
     "HubSettings",
+    "StoreFilters",
     "StoreSettings",
     "WebhookSettings",
 ]
@@ -100,6 +101,75 @@ class WebhookSettings:
     max_connections: int = 256
 
 
+_FILTER_KEYS = ("status", "categories", "tags", "exclude_tags", "only_visible", "test_tag")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFilters:
+    """`[stores.filters]`: which of the store's products the agent syncs (Sales Layer rules 10-12).
+
+    The default admits every product. Every key that is set narrows the scope further (they
+    combine with AND); inside one list any entry matches (OR). Names compare case-insensitively.
+    The rule itself is `sync.scope.Scope`; this is only what the operator wrote, kept as written
+    so `status` and a run's frozen configuration show it back unchanged.
+
+    - `status`: canonical statuses (`active`, `draft`, `archived`); empty: any.
+    - `categories`: a product matches when one of its categories matches by id, name or path
+      (`"Clothing/Tops"`; a path also matches its subcategories).
+    - `tags`: a product matches when it has one of these tags; `exclude_tags`: when it has none.
+    - `only_visible`: only products whose canonical status is `active`.
+    - `test_tag`: test mode. When set, ONLY products carrying this tag sync: the way to try the
+      agent on a handful of products before the whole catalog.
+    """
+
+    status: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
+    only_visible: bool = False
+    test_tag: str | None = None
+
+    @property
+    def admits_everything(self) -> bool:
+        """No key set: the scope is the whole catalog."""
+        return self == StoreFilters()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (lists for tuples), as `redact` gives it: a run freezes this."""
+        return {
+            "status": list(self.status),
+            "categories": list(self.categories),
+            "tags": list(self.tags),
+            "exclude_tags": list(self.exclude_tags),
+            "only_visible": self.only_visible,
+            "test_tag": self.test_tag,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoreFilters:
+        """The filters `to_dict` gave (a run thawing its frozen configuration); absent keys take
+        their defaults. ValueError on an unknown key or a value of the wrong type: a frozen
+        configuration is the agent's own data, so that is a bug or a damaged state, not a
+        config problem to report."""
+        wrong = [f"unknown key {k!r}" for k in sorted(set(data) - set(_FILTER_KEYS))]
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("status", "categories", "tags", "exclude_tags"):
+            value = data.get(key, ())
+            if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+                lists[key] = tuple(value)
+            else:
+                wrong.append(f"{key} is not a list of strings")
+        only_visible = data.get("only_visible", False)
+        if not isinstance(only_visible, bool):
+            wrong.append("only_visible is not a boolean")
+        test_tag = data.get("test_tag")
+        if test_tag is not None and not isinstance(test_tag, str):
+            wrong.append("test_tag is not a string or null")
+        if wrong:
+            raise ValueError(f"not the filters of a store: {'; '.join(wrong)}")
+        return cls(**lists, only_visible=only_visible, test_tag=test_tag)
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     """One `[[stores]]` entry. Durations are in seconds.
@@ -124,6 +194,9 @@ class StoreSettings:
     downstream: bool = True  # apply the hub's optimisations (when the adapter can write)
     apply_mode: str = "auto"  # "auto": apply as they come; "review": wait for `approvals`
     alt_shared_attachments: bool = False  # write an image ALT other products' images share
+    filters: StoreFilters = field(default_factory=StoreFilters)  # which products sync
+    verify_schedule: str = "0 3 * * *"  # crontab of the verification sweep; "off": none
+    verify_timezone: str = "UTC"  # IANA name the schedule is read in
     secrets: Mapping[str, Secret] = field(default_factory=_empty)
     options: Mapping[str, Any] = field(default_factory=_empty)
 

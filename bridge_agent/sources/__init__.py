@@ -1,22 +1,24 @@
 """Change sources: they observe the store and record Changes in the state store.
 
 A source never talks to the hub or the shipper: it records through the state store, then calls
-`on_recorded` (the shipper's nudge). Every source of a store shares one `StoreContext`; the
-`StoreSource` base holds it and the two things all sources do alike (wake-ups and counting what
-they queued).
+`on_recorded` (the shipper's nudge). It records only products inside the store's `scope` (its
+filters and test mode, `sources/filtering.py`). Every source of a store shares one
+`StoreContext`; the `StoreSource` base holds it and the two things all sources do alike
+(wake-ups and counting what they queued).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Source
 from bridge_agent.platforms import Platform
 from bridge_agent.store import StateStore
+from bridge_agent.sync.scope import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class StoreContext:
     on_recorded: Callable[[], None]
     metrics: Metrics
     health: Health
+    scope: Scope = field(default_factory=Scope.everything)  # which products sync (filters)
 
 
 class StoreSource:

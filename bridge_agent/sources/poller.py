@@ -32,6 +32,7 @@ from bridge_agent.aio import wait_event
 from bridge_agent.errors import PlatformError
 from bridge_agent.model import Change
 from bridge_agent.sources import StoreContext, StoreSource
+from bridge_agent.sources.filtering import sift
 from bridge_agent.store import now_ms
 from bridge_agent.sync.retry import Backoff
 
@@ -58,9 +59,14 @@ class Poller(StoreSource):
         *,
         interval: float,
         overlap: float = 120.0,
+        deletions: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(ctx)
+        # A poll observes no deletion; this decides only whether a product seen leaving the
+        # store's filters is deleted at the hub. Off unless the store's setting is passed:
+        # shipping a deletion the operator turned off is the mistake that cannot be undone.
+        self._deletions = deletions
         self.interval = interval  # what the schedule nudges by (stores.py)
         self._overlap = overlap
         self._clock = clock
@@ -96,7 +102,11 @@ class Poller(StoreSource):
         async for page in self._platform.modified_since(since):
             seen += len(page)
             changes = [Change(self.store_id, p.id, p, "poll", now_ms()) for p in page]
-            queued += await self._state.record(changes)
+            # Only products in the store's scope; one that left it is reported (filtering.py).
+            changes, left = await sift(
+                self._state, self.store_id, changes, self.ctx.scope, deletions=self._deletions
+            )
+            queued += await self._state.record(changes, events=left)
         await self._state.set_cursor(self.store_id, STREAM, _iso(started))
         self._metrics.inc("bridge_polls_total", store=self.store_id, outcome="ok")
         self.recorded(queued, "poll")

@@ -4,7 +4,9 @@ Webhooks get lost (WooCommerce sends no `product.deleted` on a force delete and 
 spool writers can be bypassed (a direct SQL import). Comparing the store's ids with the mirror's:
 - ids the mirror has and the store does not are re-fetched: a product that is really gone is a
   deletion (shipped as `delete`, unless the store sets `deletions = false`);
-- ids the store has and the mirror does not are fetched and recorded (missed creations).
+- ids the store has and the mirror does not are fetched and recorded (missed creations), when
+  inside the store's scope (filters, test mode); those found outside it are remembered and not
+  fetched again by later passes of this process.
 Re-fetching before deleting matters: a listing can omit a product that still exists (WooCommerce
 leaves trashed products out of `status=any`, and the product fetched by id says "archived").
 
@@ -59,6 +61,7 @@ class Reconciler(StoreSource):
         self.interval = interval  # what the schedule nudges by (stores.py)
         self._clock = clock
         self._refetch = Refetcher(ctx, "reconcile", deletions, concurrency, give_up=True)
+        self._outside: set[str] = set()  # listed ids found outside the scope (not in the mirror)
         self._backoff = Backoff(base=30.0, cap=interval)
         self._metrics.counter("bridge_reconciled_total", "Products fixed by reconciliation.")
 
@@ -104,10 +107,17 @@ class Reconciler(StoreSource):
         async for ids in self._platform.product_ids():
             listed.update(ids)
         known = await self._state.mirror_ids(self.store_id)
-        suspects = sorted((known - listed) | (listed - known))
+        # Products found outside the store's scope by an earlier pass are not fetched again:
+        # with filters (test mode above all) most of the catalog is outside, and would be
+        # re-read in full every pass. A change that brings one into scope is seen by the
+        # poll, a webhook or the spool; a restart (or new filters) forgets them all.
+        self._outside &= listed - known
+        suspects = sorted((known - listed) | (listed - known - self._outside))
         fetched = await self._refetch.fetch(suspects)
         changes = [c for c in fetched.values() if c is not None]
         queued = await self._refetch.record(changes)  # with the events of products given up
+        changes = self._refetch.recorded_changes  # those inside the store's scope
+        self._outside |= self._refetch.left_out
         deleted = sum(1 for c in changes if c.product is None)
         counts = {"deleted": deleted, "recorded": len(changes) - deleted, "queued": queued}
         for kind in ("deleted", "recorded"):

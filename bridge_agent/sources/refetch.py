@@ -31,6 +31,7 @@ from bridge_agent.errors import PlatformError
 from bridge_agent.model import Change, Source
 from bridge_agent.platforms.base import FetchResult, ItemFailure, failure_of, fetch_many
 from bridge_agent.sources import StoreContext
+from bridge_agent.sources.filtering import sift
 from bridge_agent.store import Event, Hint, now_ms
 
 log = structlog.get_logger("bridge_agent.refetch")
@@ -69,6 +70,9 @@ class Refetcher:
         self.failures: dict[str, ItemFailure] = {}  # of the last fetch(), by product id
         self.given_up: dict[str, tuple[ItemFailure, int]] = {}  # (failure, tries), not recorded
         self._permanent: dict[str, int] = {}  # permanent failures in a row, when not persisted
+        self.scope = ctx.scope
+        self.recorded_changes: list[Change] = []  # of the last record(): inside the scope
+        self.left_out: set[str] = set()  # of the last record(): products read, outside it
         self._state = ctx.state
         self._metrics = ctx.metrics
         ctx.metrics.counter(
@@ -108,11 +112,27 @@ class Refetcher:
 
     async def record(self, changes: Sequence[Change], *, done_hints: Sequence[Hint] = ()) -> int:
         """Record changes and settle `done_hints` (`StateStore.record`), with an error event for
-        each product the last fetch gave up, in one transaction; returns rows queued."""
+        each product the last fetch gave up, in one transaction; returns rows queued.
+
+        Only changes inside the store's scope are recorded (`sources/filtering.py`), with the
+        event of each product that left it; `recorded_changes` holds what was recorded, and
+        `left_out` the ids of the products read that were not recorded for the scope."""
         given_up, self.given_up = self.given_up, {}
         events = [self._event(failure, n) for failure, n in given_up.values()]
         try:
-            queued = await self._state.record(changes, done_hints=done_hints, events=events)
+            # Products outside the store's scope are not recorded; those that left it are
+            # reported, and deleted when the store ships deletions (sources/filtering.py).
+            observed = changes
+            changes, left = await sift(
+                self._state, self.store_id, observed, self.scope, deletions=self.deletions
+            )
+            self.recorded_changes = changes
+            self.left_out = {c.product_id for c in observed if c.product is not None} - {
+                c.product_id for c in changes if c.product is not None
+            }
+            queued = await self._state.record(
+                changes, done_hints=done_hints, events=[*events, *left]
+            )
         except BaseException:
             self.given_up = given_up  # not committed: still to be recorded
             raise

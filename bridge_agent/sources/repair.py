@@ -52,7 +52,8 @@ from bridge_agent.platforms import Platform
 from bridge_agent.sources import StoreContext, StoreSource
 from bridge_agent.sources.refetch import Refetcher
 from bridge_agent.store import MirrorState, Repairs, Run
-from bridge_agent.sync.hashing import content_hash
+from bridge_agent.sync.hashing import product_hash
+from bridge_agent.sync.scope import Scope
 from bridge_agent.wire import HASH_PAGE_DEFAULT, HashEntry, HashPage
 
 log = structlog.get_logger("bridge_agent.repair")
@@ -120,8 +121,12 @@ class Repair:
         deletions: bool,
         concurrency: int,
         page: int | None = None,
+        scope: Scope | None = None,
     ) -> None:
-        self._source = source  # the importer: its context, health and `recorded()`
+        self._source = source
+        self._scope = (
+            scope or Scope.everything()
+        )  # the run's frozen filters  # the importer: its context, health and `recorded()`
         self._hub_hashes = hub_hashes
         self._deletions = deletions
         self._concurrency = concurrency
@@ -195,7 +200,7 @@ class Repair:
                 and ((i in mine and not mine[i].deleted) or (i not in mine and _live(hub.get(i))))
             )
         ]
-        fetched = await refetch.fetch(suspects)
+        fetched = self._in_scope(await refetch.fetch(suspects))
         if len(fetched) < len(suspects):
             # Nothing of this slice is written: the run pauses and resumes at `cursor`.
             raise PlatformError(
@@ -217,6 +222,15 @@ class Repair:
         )
         self._source.recorded(queued, "repair")
         return end
+
+    def _in_scope(self, fetched: dict[str, Change | None]) -> dict[str, Change | None]:
+        """A product outside the run's filters counts as one the store does not have: the
+        table below then deletes it at the hub only with deletions on, as the filters say."""
+        for product_id, change in fetched.items():
+            product = None if change is None else change.product
+            if change is not None and product is not None and self._scope.admits(product):
+                fetched[product_id] = dataclasses.replace(change, product=None)
+        return fetched
 
     def _decide(
         self,
@@ -244,7 +258,7 @@ class Repair:
                 elif hub_live:
                     self._delete_at_hub(product_id, mine, found, counts)
                 return
-            if mine is None or mine.deleted or content_hash(product.to_dict()) != mine.hash:
+            if mine is None or mine.deleted or product_hash(product) != mine.hash:
                 found.changes.append(change)
                 counts.recorded += mine is None or mine.deleted
                 return

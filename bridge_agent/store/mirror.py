@@ -13,6 +13,7 @@ read, so that a product recorded by another source meanwhile keeps its newer sta
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from bridge_agent.model import Change
+from bridge_agent.model import Change, settle
 from bridge_agent.store.transaction import Transaction, now_ms
 from bridge_agent.sync.hashing import content_hash
 
@@ -55,7 +56,7 @@ def encode(change: Change) -> Encoded:
     """The stored form of a change; done before the write lock is taken (hashing is the cost)."""
     if change.product is None:
         return None, None
-    data = change.product.to_dict()
+    data = settle(change.product).to_dict()
     return msgpack.packb(data, use_bin_type=True), content_hash(data)
 
 
@@ -80,12 +81,16 @@ def record(tx: Transaction, change: Change, encoded: Encoded) -> bool:
     elif change.product is None:
         return False  # never seen, never shipped: there is nothing to delete at the hub
     tx.execute(
-        "INSERT INTO mirror (store, id, data, hash, deleted, updated_at, sku, recorded_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO mirror (store, id, data, hash, deleted, updated_at, sku, recorded_at,"
+        " seen_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (store, id) DO UPDATE SET data=excluded.data, hash=excluded.hash,"
         " deleted=excluded.deleted, updated_at=COALESCE(excluded.updated_at, updated_at),"
         " sku=excluded.sku,"
-        " recorded_at=excluded.recorded_at,"
+        " recorded_at=excluded.recorded_at, seen_by=excluded.seen_by,"
+        # What a hook or webhook (sources spool, webhook) made us read is unverified until a
+        # run reads it again (sources/verify.py: a hint may race the store's own writes).
+        " verified_at=CASE WHEN excluded.seen_by IN ('spool', 'webhook') THEN NULL"
+        " ELSE verified_at END,"
         # The hub held the current state (acked_data NULL means "same as data"): keep a copy
         # of it as the patch base before `data` moves on. SET reads the row's old values.
         " acked_data=CASE WHEN acked_data IS NULL AND acked_hash IS NOT NULL"
@@ -98,6 +103,7 @@ def record(tx: Transaction, change: Change, encoded: Encoded) -> bool:
             updated_at,
             change.product.sku if change.product else None,
             now_ms(),
+            change.source,
         ),
     )
     return True
@@ -233,3 +239,82 @@ def live_count(db: sqlite3.Connection, store: str | None) -> int:
     if store is not None:
         sql += " AND store=?"
     return int(db.execute(sql, args).fetchone()[0])
+
+
+# -- runs and verification ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the mirror holds of one product a run just read (no data)."""
+
+    hash: str | None
+    deleted: bool
+    acked_hash: str | None
+
+
+def known(db: sqlite3.Connection, store: str, ids: Sequence[str]) -> dict[str, Known]:
+    """The mirror's rows of these ids (absent: never seen), in one indexed query."""
+    if not ids:
+        return {}
+    rows = db.execute(
+        "SELECT id, hash, deleted, acked_hash FROM mirror WHERE store=?"
+        " AND id IN (SELECT value FROM json_each(?))",
+        (store, json.dumps(list(ids))),
+    ).fetchall()
+    return {r[0]: Known(r[1], bool(r[2]), r[3]) for r in rows}
+
+
+def mark_verified(tx: Transaction, store: str, ids: Sequence[str], at: int) -> None:
+    """These products were read through the store's API at `at` (by a run)."""
+    if ids:
+        tx.execute(
+            "UPDATE mirror SET verified_at=? WHERE store=? AND deleted=0"
+            " AND id IN (SELECT value FROM json_each(?))",
+            (at, store, json.dumps(list(ids))),
+        )
+
+
+def resend(tx: Transaction, store: str, ids: Sequence[str]) -> list[str]:
+    """Drop the patch base of these live rows, so the next item of each is a full upsert; the
+    ids that were live (a force refresh, or a marker the hub did not confirm)."""
+    if not ids:
+        return []
+    rows = tx.execute(
+        "UPDATE mirror SET acked_hash=NULL, acked_data=NULL WHERE store=? AND deleted=0"
+        " AND id IN (SELECT value FROM json_each(?)) RETURNING id",
+        (store, json.dumps(list(ids))),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def unseen_since(
+    db: sqlite3.Connection, store: str, *, since: int, after: str, limit: int
+) -> list[str]:
+    """Live ids, in id order after `after`, that no run read and nothing recorded since `since`:
+    what a verification sweep's walk of the catalog did not meet (vanished, or moved)."""
+    rows = db.execute(
+        "SELECT id FROM mirror WHERE store=? AND deleted=0 AND id > ?"
+        " AND (verified_at IS NULL OR verified_at < ?) AND recorded_at < ?"
+        " ORDER BY id LIMIT ?",
+        (store, after, since, since, limit),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """How verified a store's mirror is (status)."""
+
+    live: int
+    unverified: int  # never read by a run, or changed by a hook or webhook since
+    oldest_verified_at: int | None
+
+
+def verification(db: sqlite3.Connection, store: str) -> Verification:
+    live, unverified, oldest = db.execute(
+        "SELECT count(*), sum(verified_at IS NULL), min(verified_at) FROM mirror"
+        " WHERE store=? AND deleted=0",
+        (store,),
+    ).fetchone()
+    return Verification(int(live), int(unverified or 0), oldest)

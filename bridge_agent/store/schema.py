@@ -20,14 +20,19 @@ Tables:
   so a hot product cannot starve the others; `first_at` is the same moment as a time, for ages.
   `state` is `pending` or `rejected` (set aside with `last_error` until `outbox retry`).
 - `cursors`: where incremental streams resume, per store and stream.
-- `runs`: resumable runs (import, refresh, verify) with the frozen config and the checkpoint.
+- `runs`: resumable runs (import, refresh, verify, repair) with the frozen config, the run's
+  `params` (migration 6) and the checkpoint; `state` is `running` (or queued behind another run
+  of its store), `paused`, `done`, `failed` or `cancelled`.
 - `hints`: products a webhook said changed, committed before the webhook is answered 2xx; the
   hint worker re-fetches them and deletes each hint in the transaction that records the product.
   One row per product (a burst coalesces); `received_at` changes when a new hint arrives, so a
   hint that landed during the re-fetch is never deleted by it. `attempts` counts every failed
   re-fetch (the backoff), `refused` (migration 2) the permanent answers among them (the bound of
   guarantee 7).
-- `events`: what operators read: time, level, store, product, HTTP status, message.
+- `events`: what operators read: time, level, store, product, HTTP status, message, and
+  (migration 6) the `action`.
+- `mirror.verified_at` / `mirror.seen_by` (migration 6): when a run last read the product through
+  the API, and the source of its last recorded change (verification, sources/runs).
 - `journal` (migration 3): the downstream journal, one row per (store, optimisation id) as the
   hub sent it (`fields` JSON), in feed order (`seq`), with its `state` (`received` -> `applying`
   -> `applied` | `conflict` | `failed` | `pending_review` | `rejected_by_reviewer`), the per-field
@@ -212,5 +217,43 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at  INTEGER NOT NULL,
         PRIMARY KEY (store, product)
     ) WITHOUT ROWID;
+    """,
+    # 6: runs and verification (issue 13). `runs` gains `params` (what `sync --force`, `--dry-run`
+    # or `verify --product` asked for, JSON) and the state `cancelled` (a run `sync --restart`
+    # replaced); SQLite cannot change a CHECK, so the table is rebuilt. `mirror.verified_at` is
+    # when a run last read the product through the store's API (NULL: never, only a hook or
+    # webhook told us), `mirror.seen_by` the source of its last recorded change. `events.action`
+    # names what happened (`import`, `verify`, `left_filter`, ...), for `bridge-agent log`.
+    """
+    CREATE TABLE runs_v6 (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        store       TEXT NOT NULL,
+        state       TEXT NOT NULL
+                    CHECK (state IN ('running', 'paused', 'done', 'failed', 'cancelled')),
+        config      TEXT NOT NULL,
+        params      TEXT NOT NULL DEFAULT '{}',
+        checkpoint  TEXT,
+        done        INTEGER NOT NULL DEFAULT 0,
+        total       INTEGER,
+        started_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        error       TEXT,
+        report      TEXT
+    );
+    INSERT INTO runs_v6 (id, kind, store, state, config, checkpoint, done, total, started_at,
+                         updated_at, finished_at, error, report)
+        SELECT id, kind, store, state, config, checkpoint, done, total, started_at, updated_at,
+               finished_at, error, report FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_v6 RENAME TO runs;
+    CREATE INDEX runs_open ON runs (state, store);
+
+    ALTER TABLE mirror ADD COLUMN verified_at INTEGER;
+    ALTER TABLE mirror ADD COLUMN seen_by TEXT;
+
+    ALTER TABLE events ADD COLUMN action TEXT;
+    CREATE INDEX events_product ON events (store, product, id);
     """,
 )

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge_agent.errors import StateStoreError
-from bridge_agent.model import Change, Product
+from bridge_agent.model import Change, Product, Source
 from bridge_agent.store import cursors, events, hints, journal, meta, mirror, outbox, runs
 from bridge_agent.store import jsonld as jsonld_table
 from bridge_agent.store.events import Event
@@ -236,18 +236,32 @@ class StateStore:
         checkpoint: dict[str, Any],
         done: int,
         total: int | None = None,
+        verified: Sequence[str] = (),
+        resend: Sequence[str] = (),
+        resend_source: Source = "import",
+        events: Sequence[Event] = (),
     ) -> int:
         """Record a page of changes and the run checkpoint after it in one transaction.
 
         That is what makes runs resumable (guarantee 3): after a crash, either the page and its
-        checkpoint are both on disk, or neither is and the page is fetched again.
+        checkpoint are both on disk, or neither is and the page is fetched again. `verified` are
+        the ids the run read through the store's API (their `verified_at` becomes now);
+        `resend` the live ids to ship again in full whether changed or not (a force refresh, a
+        verification marker the hub did not confirm), queued with `resend_source`.
         """
 
         def write() -> int:
             prepared = _encode_all(changes)
             with self._write() as tx:
                 queued = _record_all(tx, prepared)
+                if verified or resend:
+                    store = runs.store_of(tx, run_id)
+                    for id_ in mirror.resend(tx, store, resend):
+                        outbox.dirty(tx, store, id_, resend_source, now_ms())
+                        queued += 1
+                    mirror.mark_verified(tx, store, verified, now_ms())
                 runs.checkpoint(tx, run_id, checkpoint, done, total)
+                _add_events(tx, events)
                 return queued
 
         return await self._run(write)
@@ -342,9 +356,57 @@ class StateStore:
     # -- runs ----------------------------------------------------------------------------------
 
     async def start_run(
-        self, kind: str, store: str, config: dict[str, Any], *, total: int | None = None
+        self,
+        kind: str,
+        store: str,
+        config: dict[str, Any],
+        *,
+        total: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> int:
-        return await self._transact(lambda tx: runs.start(tx, kind, store, config, total))
+        return await self._transact(lambda tx: runs.start(tx, kind, store, config, total, params))
+
+    async def restart_runs(
+        self, store: str, kind: str, config: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> tuple[list[Run], int]:
+        """`sync --restart`: cancel the store's open runs and queue a new one of `kind` with
+        today's settings, in one transaction (never the old runs gone and no new one)."""
+
+        def write(tx: Transaction) -> tuple[list[Run], int]:
+            new = runs.start(tx, kind, store, config, None, params)
+            cancelled = runs.cancel_open_except(tx, store, new, f"replaced by run {new}")
+            return cancelled, new
+
+        return await self._transact(write)
+
+    async def run(self, run_id: int) -> Run | None:
+        return await self._read(lambda db: runs.one(db, run_id))
+
+    async def run_state(self, run_id: int) -> str | None:
+        return await self._read(lambda db: runs.state_of(db, run_id))
+
+    async def pause_store(self, store: str) -> bool:
+        return await self._transact(lambda tx: runs.pause(tx, store))
+
+    async def resume_store(self, store: str) -> bool:
+        return await self._transact(lambda tx: runs.resume(tx, store))
+
+    async def paused_stores(self) -> dict[str, int]:
+        return await self._read(runs.paused_stores)
+
+    async def known(self, store: str, ids: Sequence[str]) -> dict[str, mirror.Known]:
+        """What the mirror holds of these products (hash, deleted, acked): one query."""
+        return await self._read(lambda db: mirror.known(db, store, ids))
+
+    async def unseen_since(
+        self, store: str, *, since: int, after: str = "", limit: int = 100
+    ) -> list[str]:
+        return await self._read(
+            lambda db: mirror.unseen_since(db, store, since=since, after=after, limit=limit)
+        )
+
+    async def verification(self, store: str) -> mirror.Verification:
+        return await self._read(lambda db: mirror.verification(db, store))
 
     async def start_runs(
         self, store: str, kinds: Sequence[str], config: dict[str, Any]
@@ -383,10 +445,17 @@ class StateStore:
         store: str | None = None,
         product: str | None = None,
         status: int | None = None,
+        action: str | None = None,
     ) -> None:
         await self._transact(
             lambda tx: events.add(
-                tx, message, level=level, store=store, product=product, status=status
+                tx,
+                message,
+                level=level,
+                store=store,
+                product=product,
+                status=status,
+                action=action,
             )
         )
 
@@ -396,9 +465,14 @@ class StateStore:
         *,
         levels: Iterable[str] | None = None,
         stores: Iterable[str] | None = None,
+        products: Iterable[str] | None = None,
+        since: int | None = None,
     ) -> list[Event]:
-        """The newest `limit` events, newest first; only those of `levels` and `stores` if given."""
-        return await self._read(lambda db: events.newest(db, limit, levels, stores))
+        """The newest `limit` events, newest first; only those of `levels`, `stores` and
+        `products` if given, and at or after `since` (epoch ms) if given."""
+        return await self._read(
+            lambda db: events.newest(db, limit, levels, stores, products=products, since=since)
+        )
 
     # -- repair against the hub (sources/repair.py) --------------------------------------------
 

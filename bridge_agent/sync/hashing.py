@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from bridge_agent.model import Product, settle
+
 HASH_VERSION = 1
 
 VOLATILE_FIELDS = frozenset({"updated_at"})
@@ -86,3 +88,9 @@ def _stable(data: Mapping[str, Any]) -> dict[str, Any]:
             for i in images
         ]
     return out
+
+
+def product_hash(product: Product) -> str:
+    """The content hash of a product as the mirror stores it: the canonical model's rules
+    applied first (`model.settle`), so every source compares the same thing."""
+    return content_hash(settle(product).to_dict())
