@@ -288,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
         " to the URLs registered in it (signed as the platform signs them), and a control API"
         " under /__sim/ to change products and inject faults (docs/simulators.md).",
     )  # fmt: skip
-    simulate.add_argument("platform", choices=["woocommerce"], help="the store platform")
+    simulate.add_argument("platform", choices=["woocommerce", "shopify"], help="the store platform")
     simulate.add_argument(
         "--products", type=int, default=1000,
         help="products in the generated catalog, about 20%% of them variable with variations"
@@ -1269,6 +1269,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print("bridge-agent sync: --repair does not combine with --force or --dry-run",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
+    if args.restart and args.dry_run:
+        # A dry run changes nothing: it has nothing to start over, and must not cancel the
+        # runs that do (an import, a refresh) by the way.
+        print("bridge-agent sync: --restart does not combine with --dry-run", file=sys.stderr)
+        return EXIT_USAGE
     chosen = _chosen_stores(config, args.store, "sync")
     if chosen is None:
         return EXIT_USAGE
@@ -1307,7 +1312,7 @@ def _queue_runs(
             for s in chosen:
                 if restart:
                     cancelled, run_id = await state.restart_runs(s.id, kind, freeze(s), params)
-                    ahead: list[Run] = []
+                    ahead = [r for r in await state.open_runs(s.id) if r.id < run_id]
                 else:
                     cancelled = []
                     ahead = await state.open_runs(s.id)
@@ -1318,6 +1323,7 @@ def _queue_runs(
 
     paused: set[str] = set()
 
+    inactive = {s.id for s in chosen if not s.active}
     started = asyncio.run(start())
     for store_id, run_id, cancelled, ahead in started:
         for old in cancelled:
@@ -1330,10 +1336,17 @@ def _queue_runs(
         )
         if store_id in paused:
             where = "the store is paused: it starts at bridge-agent resume"
+        elif store_id in inactive:
+            where = "the store is inactive (active = false): it starts when it is active again"
         print(f"{what} run {run_id} queued for store {store_id!r}: {where}"
               " (bridge-agent status shows its progress)")  # fmt: skip
     if not wait:
         return EXIT_OK
+    idle = [s.id for s in chosen if not s.active or s.id in paused]
+    if idle:
+        print(f"bridge-agent: not waiting: {', '.join(idle)} inactive or paused; the run starts"
+              " when the store is active and resumed", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
     if _live_status(config.health.listen) is None:
         print(f"bridge-agent: the agent is not running (no status on {config.health.listen}):"
               " nothing to wait for; the run starts at its next start",
@@ -1469,7 +1482,10 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from bridge_agent.simulators.woocommerce import run_cli  # noqa: PLC0415 - not the daemon's
+    if args.platform == "shopify":
+        from bridge_agent.simulators.shopify import run_cli  # noqa: PLC0415 - not the daemon's
+    else:
+        from bridge_agent.simulators.woocommerce import run_cli  # noqa: PLC0415
 
     if not 0.0 <= args.fail_rate <= 1.0 or args.products < 0 or args.latency_ms < 0:
         print("bridge-agent simulate: --fail-rate is 0..1; counts are >= 0", file=sys.stderr)

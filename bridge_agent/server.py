@@ -324,9 +324,11 @@ def _run_status(
     elapsed = max(((run.finished_at or now * 1e3) - run.started_at) / 1e3, 1e-3)
     rate = run.done / elapsed
     out["rate_per_second"] = round(rate, 2)
+    # A verification's second phase reads past the catalog's total (the rows the walk did not
+    # meet): no ETA then, never a negative one.
     out["eta_seconds"] = (
         round((run.total - run.done) / rate, 1)
-        if run.state == "running" and run.total and rate > 0
+        if run.state == "running" and run.total and run.done < run.total and rate > 0
         else None
     )
     return out

@@ -442,6 +442,10 @@ class Stores(Mapping[str, StoreTasks]):
         entry.http = adapter.http
         if store.id in self.paused:
             log.info("store_paused", store=store.id, detail="bridge-agent resume starts it")
+            if Capability.WEBHOOKS in offers:
+                # Deliveries are still verified and committed as hints while paused (a 404
+                # would make the platform give up on the webhook); resume handles them.
+                self.routes[store.id] = WebhookRoute(store.platform, adapter.platform, _ignore)
             return
         self._launch(entry)
 
@@ -606,7 +610,9 @@ class Stores(Mapping[str, StoreTasks]):
         """
         while True:
             paused = await self._state.paused_stores()
-            for store_id, entry in self._entries.items():
+            for store_id, entry in list(self._entries.items()):  # a reload may change them
+                if self._entries.get(store_id) is not entry:
+                    continue  # restarted or removed by a reload meanwhile
                 was, now = store_id in self.paused, store_id in paused
                 if now and not was and entry.tasks:
                     await self._cancel_tasks(entry)
@@ -671,6 +677,10 @@ class Prepared:
     plan: ReloadPlan
     settings: Mapping[str, StoreSettings]
     built: Mapping[str, Adapter]
+
+
+def _ignore() -> None:
+    """The nudge of a paused store's webhook route: the hints wait in the state store."""
 
 
 def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:

@@ -15,6 +15,8 @@ is the same for every adapter and every path (webhook and spool hints, reconcili
 - An observation older than the mirror's copy (by the platform's `updated_at`) is ignored, as
   `StateStore.record` ignores it: a stale page must not remove a product a newer read admitted.
 - Deletions pass through untouched: a product that is gone has nothing to judge.
+- A product's leaving is reported once per state of its mirror row (with deletions off it stays
+  there, and every later poll, webhook or run would report it again).
 
 The mirror is read once per call, only for the products outside the scope.
 """
@@ -51,6 +53,9 @@ async def sift(
     if not outside:
         return list(changes), []
     live = await state.mirror_products(store_id, outside)
+    # With deletions off the product stays in the mirror and every later observation would
+    # report it again: one report per mirror state is enough (and bounds the event log).
+    reported = await state.reported_leaving(store_id, [i for i in outside if i in live])
     kept: list[Change] = []
     events: list[Event] = []
     for change in changes:
@@ -71,6 +76,8 @@ async def sift(
             outcome = "removed at the hub"
         else:
             outcome = "kept at the hub (deletions = false)"
+        if change.product_id in reported:
+            continue  # said already, and the mirror has not changed since
         events.append(
             Event(
                 at=now_ms(),

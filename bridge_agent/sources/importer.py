@@ -166,7 +166,9 @@ class Importer(StoreSource):
 
     async def run(self) -> None:
         await self.start_first_import()
+        await self._warn_frozen_filters()
         failures = 0
+        progress: dict[int, int] = {}  # run id -> products done at its last failure
         while True:
             if self._verify_due:
                 self._verify_due = False
@@ -181,7 +183,12 @@ class Importer(StoreSource):
                 except RunStopped as stop:
                     log.info("run_stopped", store=self.store.id, run=run.id, state=stop.state)
                 except (PlatformError, HubError) as exc:
-                    failures += 1
+                    # "In a row without progress": a run that moved on since its last failure
+                    # starts counting again (a long sweep meets a few sparse errors a night).
+                    now = await self._state.run(run.id)
+                    done = run.done if now is None else now.done
+                    failures = 1 if done > progress.get(run.id, done) else failures + 1
+                    progress = {run.id: done}
                     if await self._failed(run, exc, failures):
                         failures = 0  # given up on this run; the next one starts afresh
                     await wait_event(self._wake, self._backoff.delay(failures))
@@ -203,6 +210,28 @@ class Importer(StoreSource):
         run_id, *repair = await self._state.start_runs(self.store.id, kinds, freeze(self.store))
         log.info("import_started", store=self.store.id, run=run_id, repair=repair or None)
         return run_id
+
+    async def _warn_frozen_filters(self) -> None:
+        """At start: say so when an open run keeps filters other than today's (edited while
+        the agent was stopped); it finishes with them (rule 09), never deleting what today's
+        keep, and `sync --restart` starts over with today's."""
+        today = self.store.filters.to_dict()
+        differ = [
+            r for r in await self._state.open_runs(self.store.id)
+            if r.config.get("filters", {}) != today
+        ]  # fmt: skip
+        if not differ:
+            return
+        ids = ", ".join(str(r.id) for r in differ)
+        await self._state.log_event(
+            f"run(s) {ids} keep the filters they started with, not today's: they finish with"
+            " them (shipping only what those admit, deleting nothing today's filters keep);"
+            " bridge-agent sync --restart starts over with today's",
+            level="warning",
+            store=self.store.id,
+            action="config",
+        )
+        log.warning("run_filters_differ", store=self.store.id, runs=ids)
 
     async def start_verification(self) -> int | None:
         """Queue a scheduled verification sweep unless one is open already (never two)."""
@@ -229,7 +258,7 @@ class Importer(StoreSource):
                 sweep = Sweep(
                     self,
                     self._hub_markers,
-                    deletions=settings.deletions,
+                    deletions=self.deletions_allowed(run),
                     concurrency=settings.concurrency,
                 )
                 checkpoint = await sweep.execute(run, platform)
@@ -247,21 +276,34 @@ class Importer(StoreSource):
         self, run: Run, products: Sequence[Product], *, source: Source
     ) -> tuple[list[Product], list[Change], list[Event]]:
         """A page against the run's frozen filters: the products inside them, the deletions of
-        products that left them (only when deletions are on, never in a force refresh), and the
-        events reporting those that left."""
+        products that left them, and the events reporting those that left.
+
+        The run ships by its frozen filters (rule 09), but it never deletes at the hub what
+        today's configuration keeps: a deletion cannot be undone, so it takes today's filters
+        rejecting the product too and deletions on both then and now (and never in a force
+        refresh). A product only the frozen filters reject is left alone."""
         settings = thaw(self.store, run.config)
         scope = Scope.of(settings.filters)
         outside = [p for p in products if scope.admits(p) is not None]
         if not outside:
             return list(products), [], []
-        deletions = settings.deletions and not run.params.get("force")
+        today = Scope.of(self.store.filters)
+        leaving = [p for p in outside if today.admits(p) is not None]
         observed = now_ms()
-        changes = [Change(self.store.id, p.id, p, source, observed) for p in outside]
-        leaving, events = await sift(
-            self._state, self.store.id, changes, scope, deletions=deletions
+        changes = [Change(self.store.id, p.id, p, source, observed) for p in leaving]
+        deleted, events = await sift(
+            self._state,
+            self.store.id,
+            changes,
+            scope,
+            deletions=self.deletions_allowed(run) and not run.params.get("force"),
         )
         out = {p.id for p in outside}
-        return [p for p in products if p.id not in out], list(leaving), events
+        return [p for p in products if p.id not in out], list(deleted), events
+
+    def deletions_allowed(self, run: Run) -> bool:
+        """Whether a run may delete at the hub: deletions on when it started and still on."""
+        return bool(run.config.get("deletions", self.store.deletions)) and self.store.deletions
 
     def note_failures(self, checkpoint: dict[str, Any], failures: Iterable[ItemFailure]) -> None:
         """Count products the store could not serve; the first MAX_FAILED_LISTED are named."""
@@ -278,7 +320,7 @@ class Importer(StoreSource):
         repair = Repair(
             self,
             self._hub_hashes,
-            deletions=settings.deletions,
+            deletions=self.deletions_allowed(run),
             concurrency=settings.concurrency,
             scope=Scope.of(settings.filters),
         )
@@ -320,8 +362,9 @@ class Importer(StoreSource):
         async for page in platform.catalog(resume):
             products, leaving, events = await self.sift(run, page.products, source="import")
             if force:
-                # Rule 05: all visible content, no deactivations (left to the next sync).
-                visible = [p for p in products if p.status != "archived"]
+                # Rule 05: all visible content, no deactivation (a product made draft or
+                # archived meanwhile is left to the next ordinary sync).
+                visible = [p for p in products if p.status == "active"]
                 checkpoint["not_exported"] = (
                     checkpoint.get("not_exported", 0) + len(products) - len(visible)
                 )
@@ -449,12 +492,12 @@ class Importer(StoreSource):
             images_not_checked=images.get("not_checked", 0),
             **{k: report[k] for k in REPORTED if k in report and isinstance(report[k], int)},
         )
-        if self.health.state == "import_failing":
+        if self.health.state in FAILING.values():
             self.health.ok()
 
     async def _failed(self, run: Run, exc: PlatformError | HubError, failures: int) -> bool:
         """Pause the run, or give up on it after MAX_FAILURES; True when given up."""
-        self.health.fail("repair_failing" if run.kind == "repair" else "import_failing", str(exc))
+        self.health.fail(FAILING.get(run.kind, "import_failing"), str(exc))
         if failures < MAX_FAILURES:
             log.warning("run_retrying", store=self.store.id, run=run.id, error=str(exc))
             return False
@@ -464,6 +507,14 @@ class Importer(StoreSource):
         log.error("run_failed", store=self.store.id, run=run.id, error=str(exc))
         return True
 
+
+# The store's health state while a run of this kind keeps failing (status, /healthz).
+FAILING = {
+    "import": "import_failing",
+    "refresh": "import_failing",  # a refresh is an import of what is there already
+    "verify": "verify_failing",
+    "repair": "repair_failing",
+}
 
 # What a run's report carries beyond the import counts, when its checkpoint has them.
 REPORTED = (

@@ -157,6 +157,9 @@ class Repair:
             if end is None:
                 break
             cursor = end
+            between = getattr(self._source, "between_pages", None)
+            if between is not None:  # the importer: a pause or a restart stops the run here
+                await between(run)
         await self._finish(ctx, run, counts)
         return counts
 

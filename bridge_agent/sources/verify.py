@@ -143,9 +143,8 @@ class Sweep:
                 drift.append(Change(self._store, product.id, product, "verify", observed))
             elif row.acked_hash == hash_:
                 confirmable.append((product.id, hash_))
-        vanished = await self._vanished(
-            [i for i in missing if (row := known.get(i)) and not row.deleted], observed
-        )
+        gone = [i for i in missing if (row := known.get(i)) and not row.deleted]
+        vanished = await self._vanished(gone, observed)
         cp["not_found"] = cp.get("not_found", 0) + sum(1 for i in missing if i not in known)
         resend = await self._post_markers(cp, confirmable, observed)
         self._runner.note_failures(cp, failures)
@@ -164,6 +163,7 @@ class Sweep:
             resend=resend,
             resend_source="verify",
             events=events,
+            vanished=() if self._deletions else gone,
         )
         self._runner.recorded(queued, "verify")
         await self._runner.between_pages(run)

@@ -114,3 +114,18 @@ def newest(
     )  # fmt: skip
     rows = db.execute(sql, (*args, limit)).fetchall()
     return [Event(*r) for r in rows]
+
+
+def reported_since_recorded(
+    db: sqlite3.Connection, store: str, ids: Sequence[str], action: str = "left_filter"
+) -> set[str]:
+    """The ids with an `action` event at or after their mirror row's last recording."""
+    if not ids:
+        return set()
+    rows = db.execute(
+        "SELECT m.id FROM mirror m WHERE m.store=?1 AND m.id IN (SELECT value FROM json_each(?2))"
+        " AND EXISTS (SELECT 1 FROM events e WHERE e.store=?1 AND e.product=m.id"
+        " AND e.action=?3 AND e.at >= m.recorded_at)",
+        (store, json.dumps(list(ids)), action),
+    ).fetchall()
+    return {str(r[0]) for r in rows}

@@ -288,6 +288,19 @@ def resend(tx: Transaction, store: str, ids: Sequence[str]) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+VANISHED = "vanished"  # `seen_by` of a row a verification found gone and kept (deletions off)
+
+
+def mark_vanished(tx: Transaction, store: str, ids: Sequence[str]) -> None:
+    """These kept rows are gone from the store: later sweeps do not ask for them again (a
+    product that comes back is recorded by whatever sees it, which clears the mark)."""
+    if ids:
+        tx.execute(
+            "UPDATE mirror SET seen_by=? WHERE store=? AND id IN (SELECT value FROM json_each(?))",
+            (VANISHED, store, json.dumps(list(ids))),
+        )
+
+
 def unseen_since(
     db: sqlite3.Connection, store: str, *, since: int, after: str, limit: int
 ) -> list[str]:
@@ -296,8 +309,8 @@ def unseen_since(
     rows = db.execute(
         "SELECT id FROM mirror WHERE store=? AND deleted=0 AND id > ?"
         " AND (verified_at IS NULL OR verified_at < ?) AND recorded_at < ?"
-        " ORDER BY id LIMIT ?",
-        (store, after, since, since, limit),
+        " AND seen_by IS NOT ? ORDER BY id LIMIT ?",
+        (store, after, since, since, VANISHED, limit),
     ).fetchall()
     return [str(r[0]) for r in rows]
 

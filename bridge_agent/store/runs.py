@@ -108,10 +108,20 @@ def store_of(tx: Transaction, run_id: int) -> str:
     return str(store)
 
 
-def cancel_open_except(tx: Transaction, store: str, keep: int, why: str) -> list[Run]:
-    """Cancel the store's open runs but `keep` (`sync --restart`); the runs as they were."""
+# What `sync --restart` replaces: a refresh replaces the catalog reads (an open import or
+# refresh), a repair an open repair. A restart never cancels a run of another purpose (the
+# repair that follows a first import, a verification).
+RESTARTS = {"refresh": ("import", "refresh"), "repair": ("repair",), "verify": ("verify",)}
+
+
+def cancel_open_except(
+    tx: Transaction, store: str, keep: int, why: str, kinds: Sequence[str]
+) -> list[Run]:
+    """Cancel the store's open runs of `kinds` but `keep` (`sync --restart`); the runs as
+    they were."""
     sql = f"SELECT {_COLUMNS} FROM runs WHERE store=? AND id != ? AND state IN {OPEN_STATES}"  # noqa: S608
-    cancelled = [_run_from(r) for r in tx.execute(sql + " ORDER BY id", (store, keep)).fetchall()]
+    found = [_run_from(r) for r in tx.execute(sql + " ORDER BY id", (store, keep)).fetchall()]
+    cancelled = [r for r in found if r.kind in kinds]
     now = now_ms()
     tx.executemany(
         "UPDATE runs SET state='cancelled', error=?, updated_at=?, finished_at=? WHERE id=?",
@@ -175,9 +185,11 @@ def finish(
     tx: Transaction, run_id: int, state: str, error: str | None, report: dict[str, Any] | None
 ) -> None:
     now = now_ms()
+    # Only a running run ends here: one paused or cancelled between its last page and its end
+    # keeps that state (a paused one finishes at resume; a cancelled one stays cancelled).
     tx.execute(
         "UPDATE runs SET state=?, error=?, updated_at=?, finished_at=?,"
-        " report=COALESCE(?, report) WHERE id=?",
+        " report=COALESCE(?, report) WHERE id=? AND state='running'",
         (state, error, now, now, None if report is None else json.dumps(report), run_id),
     )
 

@@ -240,6 +240,7 @@ class StateStore:
         resend: Sequence[str] = (),
         resend_source: Source = "import",
         events: Sequence[Event] = (),
+        vanished: Sequence[str] = (),
     ) -> int:
         """Record a page of changes and the run checkpoint after it in one transaction.
 
@@ -247,22 +248,26 @@ class StateStore:
         checkpoint are both on disk, or neither is and the page is fetched again. `verified` are
         the ids the run read through the store's API (their `verified_at` becomes now);
         `resend` the live ids to ship again in full whether changed or not (a force refresh, a
-        verification marker the hub did not confirm), queued with `resend_source`.
+        verification marker the hub did not confirm), queued with `resend_source`. `vanished`
+        are the ids a verification found gone and kept (deletions off): marked so later sweeps
+        do not ask the store for them again (`mirror.unseen_since`). Returns the products queued
+        (each once, however many reasons it had).
         """
 
         def write() -> int:
             prepared = _encode_all(changes)
             with self._write() as tx:
-                queued = _record_all(tx, prepared)
-                if verified or resend:
+                queued = {c.product_id for c, _ in prepared if _record_one(tx, c, _)}
+                if verified or resend or vanished:
                     store = runs.store_of(tx, run_id)
                     for id_ in mirror.resend(tx, store, resend):
                         outbox.dirty(tx, store, id_, resend_source, now_ms())
-                        queued += 1
+                        queued.add(id_)
                     mirror.mark_verified(tx, store, verified, now_ms())
+                    mirror.mark_vanished(tx, store, vanished)
                 runs.checkpoint(tx, run_id, checkpoint, done, total)
                 _add_events(tx, events)
-                return queued
+                return len(queued)
 
         return await self._run(write)
 
@@ -369,12 +374,15 @@ class StateStore:
     async def restart_runs(
         self, store: str, kind: str, config: dict[str, Any], params: dict[str, Any] | None = None
     ) -> tuple[list[Run], int]:
-        """`sync --restart`: cancel the store's open runs and queue a new one of `kind` with
-        today's settings, in one transaction (never the old runs gone and no new one)."""
+        """`sync --restart`: cancel the store's open runs that `kind` replaces (`runs.RESTARTS`)
+        and queue a new one with today's settings, in one transaction (never the old runs gone
+        and no new one)."""
 
         def write(tx: Transaction) -> tuple[list[Run], int]:
             new = runs.start(tx, kind, store, config, None, params)
-            cancelled = runs.cancel_open_except(tx, store, new, f"replaced by run {new}")
+            cancelled = runs.cancel_open_except(
+                tx, store, new, f"replaced by run {new}", runs.RESTARTS.get(kind, (kind,))
+            )
             return cancelled, new
 
         return await self._transact(write)
@@ -404,6 +412,11 @@ class StateStore:
         return await self._read(
             lambda db: mirror.unseen_since(db, store, since=since, after=after, limit=limit)
         )
+
+    async def reported_leaving(self, store: str, ids: Sequence[str]) -> set[str]:
+        """Of these products, those whose leaving the filters was already reported since the
+        mirror last recorded them (one report per state, not one per observation)."""
+        return await self._read(lambda db: events.reported_since_recorded(db, store, ids))
 
     async def verification(self, store: str) -> mirror.Verification:
         return await self._read(lambda db: mirror.verification(db, store))
@@ -764,12 +777,15 @@ def _encode_all(changes: Sequence[Change]) -> list[tuple[Change, mirror.Encoded]
 
 def _record_all(tx: Transaction, prepared: Sequence[tuple[Change, mirror.Encoded]]) -> int:
     """Write each change to the mirror and queue those that changed it; rows queued."""
-    queued = 0
-    for change, encoded in prepared:
-        if mirror.record(tx, change, encoded):
-            outbox.dirty(tx, change.store, change.product_id, change.source, change.observed_at)
-            queued += 1
-    return queued
+    return sum(_record_one(tx, change, encoded) for change, encoded in prepared)
+
+
+def _record_one(tx: Transaction, change: Change, encoded: mirror.Encoded) -> bool:
+    """Write one change to the mirror and queue it if it changed the row; whether it did."""
+    if not mirror.record(tx, change, encoded):
+        return False
+    outbox.dirty(tx, change.store, change.product_id, change.source, change.observed_at)
+    return True
 
 
 def _settle(tx: Transaction, settlements: Sequence[Settlement], error: str | None) -> None:
