@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +274,11 @@ def test_a_reader_never_sees_a_partial_file(store: Store) -> None:
 
             with ThreadPoolExecutor(4) as pool:
                 assert list(pool.map(create, range(24))) == [201] * 24
+        # A request's spool file may be published after its answer went out (the plugin
+        # writes at shutdown): let the reader see all 24 before it stops (bounded wait).
+        deadline = time.monotonic() + 10
+        while len(parsed) < 24 and not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         done.set()
         reader.join()
