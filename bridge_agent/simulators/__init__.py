@@ -7,7 +7,9 @@ products behind the agent's back, read the ground truth, move the clock and inje
 - `core`: what every simulator shares: clock, faults, request stats, the platform-independent
   control routes, webhook transport, serving (docs/simulators.md, "Layout");
 - `woocommerce`: WooCommerce REST v3, OAuth 1.0a and Basic auth, webhooks
-  (reference/platforms.md section 1, checklist 1.14).
+  (reference/platforms.md section 1, checklist 1.14);
+- `shopify`: Shopify's Admin GraphQL API on the real schema, query cost and bucket, bulk
+  operations, webhooks (reference/platforms.md section 2, checklist 2.11).
 
 Simulators speak JSON, not the agent's model: they import nothing of the agent (an import-linter
 contract holds it), so a bug in the agent cannot leak into the store it is tested against.

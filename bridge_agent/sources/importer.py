@@ -176,6 +176,9 @@ class Importer(StoreSource):
             for run in await self._state.open_runs(self.store.id):
                 if run.state != "running":
                     continue  # paused: waits for `bridge-agent resume`
+                if run.checkpoint is None:
+                    log.info("run_started", store=self.store.id, run=run.id, kind=run.kind,
+                             params=run.params or None)  # fmt: skip
                 try:
                     with background_work():  # live changes go first (platforms/http.py)
                         await self.execute(run)
