@@ -52,12 +52,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-from common import cpu_seconds, free_port, hub_process, say, table
+from common import cpu_seconds, free_port, hub_process, process, say, table, tail
 
 from bridge_agent.errors import StateStoreError
 from bridge_agent.store import StateStore
@@ -70,32 +70,6 @@ FINAL = ("applied", "conflict", "failed", "rejected_by_reviewer")
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-@contextlib.contextmanager
-def process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process with its output in `log_path`; SIGTERM (then SIGKILL) on exit."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
 
 
 def wait_http(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> httpx.Response:

@@ -55,18 +55,30 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, say, table
+from common import (
+    Sim,
+    agent_command,
+    cpu_seconds,
+    hub_process,
+    memory_mb,
+    process,
+    say,
+    simulator,
+    spy,
+    table,
+    tail,
+    write_agent_config,
+)
 
 from bridge_agent.errors import StateStoreError
 from bridge_agent.store import StateStore
@@ -76,190 +88,24 @@ AGENT_ID = "bench-import"
 STORE_ID = "main"
 PER_PAGE = 100  # the adapter's default (the wc/v3 maximum)
 POLL_S = 0.1  # how often the state directory is read
-READY_TIMEOUT = 30.0  # seconds for the hub, and the simulator on top of its generation time
 TARGET_RATIO = 1.3
 TARGET_RSS_MB = 80.0
 REST = "/wp-json/"
 
 
-# -- /proc ---------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (all its threads), from /proc; None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS, VmHWM (peak RSS) ... of a process in MB, from /proc/<pid>/status; {} elsewhere."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.startswith(("Vm", "Rss")):
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0]) / 1024
-    return out
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process with its output in `log_path`; SIGTERM (then SIGKILL) on exit."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            yield proc
-        finally:
-            stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-def wait_http(
-    proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float, what: str
-) -> httpx.Response:
-    """GET `url` until it answers 200; progress every 5 s; fails if the process exits."""
-    started = time.monotonic()
-    next_note = started + 5.0
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{what} exited with {proc.returncode} before it was ready:\n{tail(log_path)}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            reply = httpx.get(url, timeout=2.0)
-            if reply.status_code == 200:
-                return reply
-        if time.monotonic() >= next_note:
-            cpu = cpu_seconds(proc.pid)
-            rss = memory_mb(proc.pid).get("VmRSS", 0.0)
-            say(
-                f"  ... waiting for {what}: {time.monotonic() - started:.0f} s,"
-                f" CPU {cpu or 0:.1f} s, RSS {rss:.0f} MB"
-            )
-            next_note += 5.0
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready at {url} after {timeout:.0f} s:\n{tail(log_path)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Sim:
-    url: str
-    pid: int
-    info: dict[str, Any]
-    ready_s: float
-
-
-@contextlib.contextmanager
-def simulator(workdir: Path, products: int, latency_ms: float, seed: int) -> Iterator[Sim]:
-    """`bridge-agent simulate woocommerce` on a free port, waited for until /__sim/info answers."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "bridge_agent", "simulate", "woocommerce",
-        "--products", str(products), "--port", str(port),
-        "--latency-ms", str(latency_ms), "--seed", str(seed),
-    ]  # fmt: skip
-    log_path = workdir / "simulator.log"
-    started = time.monotonic()
-    with process(command, log_path) as proc:
-        url = f"http://127.0.0.1:{port}"
-        # Generation takes about 0.7 s per 10 000 products, the JSON warm-up 1.2 s per 10 000
-        # (up to its 20 000-item cache), more on a busy machine.
-        timeout = READY_TIMEOUT + products / 500
-        reply = wait_http(proc, f"{url}/__sim/info", log_path, timeout, "the simulator")
-        yield Sim(url, proc.pid, reply.json(), time.monotonic() - started)
-
-
-@dataclasses.dataclass(frozen=True)
-class Hub:
-    url: str
-    pid: int
-
-
-@contextlib.contextmanager
-def hub(workdir: Path) -> Iterator[Hub]:
-    token_file = workdir / "hub-token"
-    token_file.write_text(TOKEN, encoding="utf-8")
-    token_file.chmod(0o600)
-    port = free_port()
-    command = [
-        sys.executable, "-m", "bridge_agent", "hub",
-        "--listen", f"127.0.0.1:{port}",
-        "--db", str(workdir / "hub.sqlite"),
-        "--token-file", str(token_file),
-    ]  # fmt: skip
-    log_path = workdir / "hub.log"
-    with process(command, log_path) as proc:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(proc, f"{url}/healthz", log_path, READY_TIMEOUT, "the hub")
-        yield Hub(url, proc.pid)
+# -- configuration -------------------------------------------------------------------------------
 
 
 def write_config(workdir: Path, sim: Sim, hub_url: str, concurrency: int) -> Path:
-    token_file = workdir / "agent-hub-token"
-    token_file.write_text(TOKEN, encoding="utf-8")
-    token_file.chmod(0o600)
-    config = f"""\
-[agent]
-id = "{AGENT_ID}"
-state_dir = "state"
-drain_timeout = "30s"
-
-[hub]
-url = "{hub_url}"
-token_file = "agent-hub-token"
-
-[health]
-listen = "127.0.0.1:{free_port()}"
-
-[webhooks]
-listen = "127.0.0.1:{free_port()}"
-
-[[stores]]
-id = "{STORE_ID}"
-platform = "woocommerce"
-url = "{sim.info["site_url"]}"
-consumer_key = "{sim.info["consumer_key"]}"
-consumer_secret = "{sim.info["consumer_secret"]}"
+    store = f"""\
 concurrency = {concurrency}
 poll_interval = "1h"
 reconcile_interval = "1h"
 """
-    path = workdir / "agent.toml"
-    path.write_text(config, encoding="utf-8")
-    path.chmod(0o600)
-    return path
+    return write_agent_config(
+        workdir, sim, agent_id=AGENT_ID, store_id=STORE_ID, hub_url=hub_url, token=TOKEN,
+        store=store,
+    )  # fmt: skip
 
 
 # -- one scenario --------------------------------------------------------------------------------
@@ -444,8 +290,10 @@ def run_scenario(
     say(f"{name}: {products:,} products, latency {latency_ms:g} ms, concurrency {concurrency}")
     say("  starting the simulator (generating the catalog) and the hub ...")
     with (
-        simulator(workdir, products, latency_ms, seed) as sim,
-        hub(workdir) as hub_proc,
+        simulator(
+            workdir, "woocommerce", products=products, latency_ms=latency_ms, seed=seed
+        ) as sim,
+        hub_process(workdir, TOKEN) as hub_proc,
     ):
         result.sim_ready_s = sim.ready_s
         before = httpx.get(f"{sim.url}/__sim/stats", timeout=30).json()
@@ -458,16 +306,16 @@ def run_scenario(
         hub_cpu0 = cpu_seconds(hub_proc.pid)
         sim_cpu0 = cpu_seconds(sim.pid)
         result.load_before = os.getloadavg()
-        command = [
-            sys.executable, "-m", "bridge_agent", "--config", str(config),
-            "--log-format", "json", "run",
-        ]  # fmt: skip
+        command = agent_command(config)
         log_path = workdir / "agent.log"
         # Bounded: ten times the floor of a catalog with 25 % variable products, plus 2 minutes.
         floor_guess = products * 1.25 / PER_PAGE * 20 * latency_ms / 1000 / concurrency
         deadline = 10 * floor_guess + 120 + products / 200
         started = time.perf_counter()
-        with process(command, log_path) as agent, spy(profile, agent.pid, workdir):
+        with (
+            process(command, log_path) as agent,
+            spy(profile, agent.pid, workdir, script="bench/import.py", what="the agent"),
+        ):
             asyncio.run(
                 watch(agent, workdir / "state", log_path, started, products, deadline, result)
             )
@@ -490,29 +338,6 @@ def run_scenario(
         if reply.status_code == 200:
             result.hub_items = int(reply.json().get("items", 0))
     return result
-
-
-@contextlib.contextmanager
-def spy(out: Path | None, pid: int, workdir: Path) -> Iterator[None]:
-    """py-spy record of `pid` while the block runs (when `out` is given)."""
-    if out is None:
-        yield
-        return
-    exe = shutil.which("py-spy")
-    if exe is None:
-        raise RuntimeError("--profile needs py-spy: uv run --with py-spy python bench/import.py")
-    # A .txt output gets collapsed stacks (one line per stack and its sample count), to grep.
-    kind = {".txt": "raw", ".json": "speedscope"}.get(out.suffix, "flamegraph")
-    command = [exe, "record", "--threads", "--rate", "100", "--format", kind, "-o", str(out)]
-    command += ["--pid", str(pid)]
-    with process(command, workdir / "py-spy.log") as proc:
-        try:
-            yield
-        finally:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-    say(f"  py-spy profile of the agent: {out}")
 
 
 # -- output --------------------------------------------------------------------------------------

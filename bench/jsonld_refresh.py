@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, hub_process, say, table
+from common import free_port, hub_process, process, say, table
 
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
 
@@ -90,21 +90,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def agent_process(workdir: Path, config: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = workdir / "agent.log"
+    """The agent (plain-text log in `<workdir>/agent.log`), run in `workdir`."""
     command = [sys.executable, "-m", "bridge_agent", "--config", str(config), "run"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+    with process(command, workdir / "agent.log", cwd=workdir) as proc:
+        yield proc
 
 
 def write_config(workdir: Path, sim_url: str, sim: WooSimulator, hub_url: str) -> Path:

@@ -62,21 +62,34 @@ import math
 import os
 import platform
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 from aiohttp import web
-from common import cpu_seconds, free_port, hub_process, say, table
+from common import (
+    Sim,
+    agent_command,
+    cpu_seconds,
+    free_port,
+    hub_process,
+    memory_mb,
+    process,
+    say,
+    simulator,
+    spy,
+    table,
+    tail,
+    write_agent_config,
+)
 
 from bridge_agent.errors import StateStoreError
 from bridge_agent.store import Run, StateStore
@@ -85,7 +98,6 @@ TOKEN = "bench-hub-token-5c1f7a92"  # loopback only, a throwaway hub
 AGENT_ID = "bench-verify"
 STORE_ID = "main"
 POLL_S = 0.1  # how often the state directory is read
-READY_TIMEOUT = 30.0  # seconds for the simulator on top of its generation time
 REST = "/wp-json/"
 # Headers that belong to one hop (RFC 9110 7.6.1), or that aiohttp sets itself from the body.
 HOP_HEADERS = frozenset(
@@ -97,22 +109,6 @@ HOP_HEADERS = frozenset(
 # -- /proc ---------------------------------------------------------------------------------------
 
 
-def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS, VmHWM (peak RSS) ... of a process in MB, from /proc/<pid>/status; {} elsewhere."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.startswith(("Vm", "Rss")):
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[key] = int(parts[0]) / 1024
-    return out
-
-
 def reset_peak_rss(pid: int) -> bool:
     """Reset `VmHWM` to the current RSS (Linux `clear_refs` 5); False where that is refused."""
     try:
@@ -120,77 +116,6 @@ def reset_peak_rss(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process with its output in `log_path`; SIGTERM (then SIGKILL) on exit."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-@dataclasses.dataclass(frozen=True)
-class Sim:
-    url: str
-    pid: int
-    info: dict[str, Any]
-    ready_s: float
-
-
-@contextlib.contextmanager
-def simulator(workdir: Path, products: int, latency_ms: float, seed: int) -> Iterator[Sim]:
-    """`bridge-agent simulate woocommerce` on a free port, waited for until /__sim/info answers."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "bridge_agent", "simulate", "woocommerce",
-        "--products", str(products), "--port", str(port),
-        "--latency-ms", str(latency_ms), "--seed", str(seed),
-    ]  # fmt: skip
-    log_path = workdir / "simulator.log"
-    started = time.monotonic()
-    url = f"http://127.0.0.1:{port}"
-    # Generation takes about 0.7 s per 10 000 products, the JSON warm-up 1.2 s per 10 000.
-    timeout = READY_TIMEOUT + products / 500
-    with process(command, log_path) as proc:
-        next_note = started + 5.0
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"the simulator exited with {proc.returncode}:\n{tail(log_path)}"
-                )
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"the simulator not ready after {timeout:.0f} s")
-            with contextlib.suppress(httpx.HTTPError):
-                reply = httpx.get(f"{url}/__sim/info", timeout=2.0)
-                if reply.status_code == 200:
-                    break
-            if time.monotonic() >= next_note:
-                say(f"  ... generating the catalog: {time.monotonic() - started:.0f} s")
-                next_note += 5.0
-            time.sleep(0.1)
-        yield Sim(url, proc.pid, reply.json(), time.monotonic() - started)
 
 
 # -- the counting proxy between the agent and the hub ---------------------------------------------
@@ -327,42 +252,18 @@ def traffic_between(before: dict[str, Traffic], after: dict[str, Traffic]) -> di
 
 
 def write_config(workdir: Path, sim: Sim, hub_url: str, concurrency: int, rps: float) -> Path:
-    token_file = workdir / "agent-hub-token"
-    token_file.write_text(TOKEN, encoding="utf-8")
-    token_file.chmod(0o600)
     budget = f"requests_per_second = {rps:g}\n" if rps > 0 else ""
-    config = f"""\
-[agent]
-id = "{AGENT_ID}"
-state_dir = "state"
-drain_timeout = "30s"
-
-[hub]
-url = "{hub_url}"
-token_file = "agent-hub-token"
-
-[health]
-listen = "127.0.0.1:{free_port()}"
-
-[webhooks]
-listen = "127.0.0.1:{free_port()}"
-
-[[stores]]
-id = "{STORE_ID}"
-platform = "woocommerce"
-url = "{sim.info["site_url"]}"
-consumer_key = "{sim.info["consumer_key"]}"
-consumer_secret = "{sim.info["consumer_secret"]}"
+    store = f"""\
 concurrency = {concurrency}
 poll_interval = "1h"
 reconcile_interval = "1h"
 verify_schedule = "off"
 image_checks = false
 {budget}"""
-    path = workdir / "agent.toml"
-    path.write_text(config, encoding="utf-8")
-    path.chmod(0o600)
-    return path
+    return write_agent_config(
+        workdir, sim, agent_id=AGENT_ID, store_id=STORE_ID, hub_url=hub_url, token=TOKEN,
+        store=store,
+    )  # fmt: skip
 
 
 # -- store requests ------------------------------------------------------------------------------
@@ -656,29 +557,6 @@ def hub_stats(url: str) -> dict[str, Any]:
     return dict(reply.json())
 
 
-@contextlib.contextmanager
-def spy(out: Path | None, pid: int, workdir: Path) -> Iterator[None]:
-    """py-spy record of `pid` while the block runs (when `out` is given), as bench/import.py."""
-    if out is None:
-        yield
-        return
-    exe = shutil.which("py-spy")
-    if exe is None:
-        raise RuntimeError("--profile needs py-spy: uv run --with py-spy python bench/verify.py")
-    # A .txt output gets collapsed stacks (one line per stack and its sample count), to grep.
-    kind = {".txt": "raw", ".json": "speedscope"}.get(out.suffix, "flamegraph")
-    command = [exe, "record", "--threads", "--idle", "--rate", "100", "--format", kind]
-    command += ["-o", str(out), "--pid", str(pid)]
-    with process(command, workdir / "py-spy.log") as proc:
-        try:
-            yield
-        finally:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-    say(f"  py-spy profile of the agent during the sweep: {out}")
-
-
 def run_benchmark(
     workdir: Path,
     *,
@@ -696,7 +574,9 @@ def run_benchmark(
     )
     say("  starting the simulator (generating the catalog), the hub and the counting proxy ...")
     with (
-        simulator(workdir, products, latency_ms, seed) as sim,
+        simulator(
+            workdir, "woocommerce", products=products, latency_ms=latency_ms, seed=seed
+        ) as sim,
         hub_process(workdir, TOKEN) as hub,
         CountingProxy(hub.url) as proxy,
     ):
@@ -707,10 +587,7 @@ def run_benchmark(
             f" {result.sim_items:,} items with variations; starting the agent ..."
         )
         config = write_config(workdir, sim, proxy.url, concurrency, rps)
-        command = [
-            sys.executable, "-m", "bridge_agent", "--config", str(config),
-            "--log-format", "json", "run",
-        ]  # fmt: skip
+        command = agent_command(config)
         log_path = workdir / "agent.log"
         state_dir = workdir / "state"
         # Bounded: ten times the floor of a catalog with 25 % variable products, plus minutes.
@@ -745,7 +622,10 @@ def run_benchmark(
             log_offset = log_path.stat().st_size
             result.sweep.queued_at = time.time()
             run_id = queue_verification(config, workdir / "verify.log")
-            with spy(profile, agent.pid, workdir):
+            with spy(
+                profile, agent.pid, workdir, script="bench/verify.py",
+                what="the agent during the sweep", idle=True,
+            ):  # fmt: skip
                 asyncio.run(
                     watch_sweep(
                         agent, state_dir, log_path, sim.url, run_id, rest_requests(sim_before),
