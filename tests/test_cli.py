@@ -253,11 +253,11 @@ def test_status_without_any_state_says_so_and_creates_nothing(tmp_path: Path) ->
 def test_a_platform_without_adapter_is_refused_by_validate_and_run(
     tmp_path: Path, command: str
 ) -> None:
-    # Shopify has no adapter in this version: config knows platforms only by their adapters.
-    name = "shopify"
+    # Magento has no adapter in this version: config knows platforms only by their adapters.
+    name = "magento"
     assert name not in platforms.available()
     config = tmp_path / "agent.toml"
-    keys = 'access_token = "shpat"'
+    keys = 'access_token = "token"'
     config.write_text(
         f"""
 [agent]
@@ -281,7 +281,7 @@ url = "https://shop.example.com"
     result = run("--config", str(config), command)
     assert result.returncode == 78
     installed = ", ".join(platforms.available())
-    assert f"platform: unknown platform 'shopify' (installed: {installed})" in result.stderr
+    assert f"platform: unknown platform 'magento' (installed: {installed})" in result.stderr
     assert "never awaited" not in result.stderr
 
 

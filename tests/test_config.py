@@ -538,19 +538,19 @@ def test_unknown_platform_with_suggestion(tmp_path: Path) -> None:
     # Only the platform is reported: its keys cannot be judged without knowing it.
     assert only_problem(tmp_path, text) == (
         "[[stores]] #1 (id 'main') platform: unknown platform 'woocomerce' "
-        "(installed: jsondir, woocommerce) (did you mean 'woocommerce'?)"
+        "(installed: jsondir, shopify, woocommerce) (did you mean 'woocommerce'?)"
     )
 
 
 @pytest.mark.usefixtures("plugins")
-@pytest.mark.parametrize("platform", ["shopify", "magento2", "prestashop", "outlets"])
+@pytest.mark.parametrize("platform", ["bigcommerce", "magento2", "prestashop", "outlets"])
 def test_unknown_platform_names_the_installed_ones(tmp_path: Path, platform: str) -> None:
     # Platforms with no adapter installed are unknown: config knows no platform by name.
     text = STORE.replace('"woocommerce"', f'"{platform}"') + 'access_token = "x"\n'
     message = only_problem(tmp_path, AGENT + HUB + text)
     assert message.startswith(
         f"[[stores]] #1 (id 'main') platform: unknown platform '{platform}' "
-        "(installed: acme, broken, confused, fragile, jsondir, outlet, woocommerce)"
+        "(installed: acme, broken, confused, fragile, jsondir, outlet, shopify, woocommerce)"
     )
     assert message.endswith("(did you mean 'outlet'?)") == (platform == "outlets")
 
