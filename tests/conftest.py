@@ -218,6 +218,7 @@ def make_config(root: Path, hub_url: str, *, token: str = TOKEN, **hub_options: 
         Listen,
         Secret,
         StoreSettings,
+        WebhookSettings,
     )
 
     (root / "catalog").mkdir(exist_ok=True)
@@ -227,6 +228,8 @@ def make_config(root: Path, hub_url: str, *, token: str = TOKEN, **hub_options: 
         agent=AgentSettings(id="test-agent", state_dir=root / "state", drain_timeout=5.0),
         hub=HubSettings(url=hub_url, token=Secret(token), **hub_settings),
         health=HealthSettings(listen=Listen("127.0.0.1", 0)),
+        # Never the default 8687: two suites (or a benchmark) on one machine would collide.
+        webhooks=WebhookSettings(listen=Listen("127.0.0.1", 0)),
         stores=(
             StoreSettings(
                 id="main",

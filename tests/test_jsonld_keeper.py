@@ -28,7 +28,7 @@ from bridge_agent.platforms.woocommerce import WooCommerce
 from bridge_agent.platforms.woocommerce.client import WooClient
 from bridge_agent.platforms.woocommerce.settings import WooSettings
 from bridge_agent.simulators.woocommerce import WooSimulator, serve
-from bridge_agent.store import StateStore
+from bridge_agent.store import StateStore, now_ms
 from bridge_agent.store.journal import Received
 from bridge_agent.store.jsonld import Kept
 from bridge_agent.sync.retry import Backoff
@@ -99,7 +99,7 @@ class Kit:
         """What the webhook/poll path does: re-fetch and record in the mirror. Rows queued."""
         found = await self.adapter.fetch_products(list(products))
         return await self.state.record(
-            [Change(STORE, p.id, p, "webhook", 1) for p in found.found.values()]
+            [Change(STORE, p.id, p, "webhook", now_ms()) for p in found.found.values()]
         )
 
     def applier(self) -> Applier:

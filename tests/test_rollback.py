@@ -18,6 +18,7 @@ from bridge_agent.downstream.engine import writer_of
 from bridge_agent.downstream.keeper import JsonLdKeeper, jsonld_options
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change
+from bridge_agent.store import now_ms
 from tests.conftest import Hub
 from tests.downstream_kit import DESC_KEY, STORE, TITLE_KEY, Kit, open_kit
 
@@ -261,7 +262,9 @@ async def price_change(kit: Kit, product: str, price: str) -> None:
     """The merchant changes the price; the agent records it (webhook) and the keeper looks."""
     kit.sim.update_product(int(product), {"regular_price": price, "sale_price": ""})
     found = await kit.engine.applier._platform.fetch_products([product])
-    await kit.state.record([Change(STORE, p.id, p, "webhook", 1) for p in found.found.values()])
+    await kit.state.record(
+        [Change(STORE, p.id, p, "webhook", now_ms()) for p in found.found.values()]
+    )
     writer = writer_of(kit.engine.applier._platform)
     assert writer is not None
     keeper = JsonLdKeeper(STORE, writer, kit.state, Metrics(), options=jsonld_options(kit.settings))

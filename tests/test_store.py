@@ -57,6 +57,26 @@ async def test_older_observation_does_not_overwrite_newer(state: StateStore) -> 
     assert b"new" in (due.data or b"")
 
 
+async def test_an_older_snapshot_never_overwrites_a_later_read_of_the_same_date(
+    state: StateStore,
+) -> None:
+    # A stock change bumps no modified date: a webhook's read after it and a bulk export taken
+    # before it carry the same `updated_at`; only when each was read tells them apart.
+    at = "2026-06-01T00:00:00Z"
+    live = replace(make_product(4), stock_quantity=0, updated_at=at)
+    snapshot = replace(make_product(4), stock_quantity=7, updated_at=at)
+    await state.record([Change("main", live.id, live, "webhook", 2_000)])
+    assert await state.record([Change("main", snapshot.id, snapshot, "import", 1_000)]) == 0
+    (held, _hash) = (await state.mirror_products("main", [live.id]))[live.id]
+    assert held.stock_quantity == 0
+    # A modification after the read it was compared with always wins, however it was observed.
+    edited = replace(snapshot, updated_at="2026-06-02T00:00:00Z")
+    assert await state.record([Change("main", edited.id, edited, "import", 1_500)]) == 1
+    # And a later read of the same date too (the store changed it back, say).
+    later = replace(live, stock_quantity=3, updated_at="2026-06-02T00:00:00Z")
+    assert await state.record([Change("main", later.id, later, "webhook", 3_000)]) == 1
+
+
 async def test_change_landing_in_flight_ships_next_time(state: StateStore) -> None:
     await state.record([change(make_product(4))])
     (in_flight,) = await state.due(10)

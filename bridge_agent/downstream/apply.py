@@ -80,7 +80,7 @@ from bridge_agent.platforms.base import (
 )
 from bridge_agent.store import Entry, Event, Outcome, Replaced, StateStore, now_ms
 from bridge_agent.store.jsonld import Kept
-from bridge_agent.sync.hashing import content_hash
+from bridge_agent.sync.hashing import product_hash
 from bridge_agent.sync.retry import Backoff
 
 log = structlog.get_logger("bridge_agent.downstream")
@@ -443,7 +443,7 @@ class Applier:
     async def _record(self, plans: Sequence[_Plan], products: Mapping[str, Product]) -> None:
         store, at = self.store_id, now_ms()
         changes = [Change(store, pid, p, "verify", at) for pid, p in products.items()]
-        hashes = {pid: content_hash(p.to_dict()) for pid, p in products.items()}
+        hashes = {pid: product_hash(p) for pid, p in products.items()}
         outcomes: list[Outcome] = []
         events: list[Event] = []
         for plan in plans:

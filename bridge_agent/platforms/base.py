@@ -129,6 +129,9 @@ class CatalogPage:
     next_token: str | None
     total: int | None = None  # products in the whole catalog, when the platform says
     failures: Sequence[ItemFailure] = ()
+    # When the store produced this data (epoch ms), if long before the page is read: a bulk
+    # export's snapshot time. None: now. The mirror keeps a later observation over it.
+    observed_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

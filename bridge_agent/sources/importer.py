@@ -372,7 +372,8 @@ class Importer(StoreSource):
                     checkpoint.get("not_exported", 0) + len(products) - len(visible)
                 )
                 products = visible
-            changes = [Change(self.store.id, p.id, p, "import", now_ms()) for p in products]
+            observed = page.observed_at or now_ms()  # a bulk snapshot: when it was taken
+            changes = [Change(self.store.id, p.id, p, "import", observed) for p in products]
             changes += leaving
             for product in products:
                 for warning in warnings_of(product):

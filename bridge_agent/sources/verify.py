@@ -85,7 +85,9 @@ class Sweep:
                 if page.next_token is None:
                     cp["phase"], cp["after"] = "vanished", ""
                 done += len(page.products)
-                await self._settle(run, cp, page.products, (), page.failures, done, page.total)
+                await self._settle(
+                    run, cp, page.products, (), page.failures, done, page.total, page.observed_at
+                )
             if cp["phase"] == "walk":  # an empty catalog: no page at all
                 cp["phase"], cp["after"] = "vanished", ""
         if cp["phase"] == "vanished":
@@ -129,11 +131,12 @@ class Sweep:
         failures: Any,
         done: int,
         total: int | None = None,
+        observed_at: int | None = None,
     ) -> None:
         """Compare one page with the mirror, post its markers, commit it with the checkpoint."""
         admitted, leaving, events = await self._runner.sift(run, products, source="verify")
         known = await self._state.known(self._store, [p.id for p in admitted] + list(missing))
-        observed = now_ms()
+        observed = observed_at or now_ms()
         drift: list[Change] = []
         confirmable: list[tuple[str, str]] = []
         for product in admitted:

@@ -67,26 +67,37 @@ def record(tx: Transaction, change: Change, encoded: Encoded) -> bool:
     """Write one observed change; False when there is nothing new to ship."""
     data, hash_ = encoded
     row = tx.execute(
-        "SELECT hash, deleted, updated_at FROM mirror WHERE store=? AND id=?", change.key
+        "SELECT hash, deleted, updated_at, observed_at FROM mirror WHERE store=? AND id=?",
+        change.key,
     ).fetchone()
     updated_at = change.product.updated_at if change.product else None
     if row is not None:
-        old_hash, old_deleted, old_updated = row
+        old_hash, old_deleted, old_updated, old_observed = row
         if change.product is None and old_deleted:
             return False
         if change.product is not None and not old_deleted and old_hash == hash_:
             return False
         if _older(updated_at, old_updated):
             return False
+        if (
+            old_observed is not None
+            and change.observed_at < old_observed
+            and not _older(old_updated, updated_at)
+        ):
+            # Read from the store before what the row holds was, and not modified later: a
+            # snapshot (a bulk export) older than a webhook's read of a change that bumped no
+            # date (stock). The later observation stands.
+            return False
     elif change.product is None:
         return False  # never seen, never shipped: there is nothing to delete at the hub
     tx.execute(
         "INSERT INTO mirror (store, id, data, hash, deleted, updated_at, sku, recorded_at,"
-        " seen_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " seen_by, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (store, id) DO UPDATE SET data=excluded.data, hash=excluded.hash,"
         " deleted=excluded.deleted, updated_at=COALESCE(excluded.updated_at, updated_at),"
         " sku=excluded.sku,"
         " recorded_at=excluded.recorded_at, seen_by=excluded.seen_by,"
+        " observed_at=MAX(COALESCE(observed_at, 0), excluded.observed_at),"
         # What a hook or webhook (sources spool, webhook) made us read is unverified until a
         # run reads it again (sources/verify.py: a hint may race the store's own writes).
         " verified_at=CASE WHEN excluded.seen_by IN ('spool', 'webhook') THEN NULL"
@@ -104,6 +115,7 @@ def record(tx: Transaction, change: Change, encoded: Encoded) -> bool:
             change.product.sku if change.product else None,
             now_ms(),
             change.source,
+            change.observed_at,
         ),
     )
     return True

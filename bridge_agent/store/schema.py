@@ -31,6 +31,7 @@ Tables:
   guarantee 7).
 - `events`: what operators read: time, level, store, product, HTTP status, message, and
   (migration 6) the `action`.
+- `mirror.observed_at` (migration 7): when the store produced the data the row holds.
 - `mirror.verified_at` / `mirror.seen_by` (migration 6): when a run last read the product through
   the API, and the source of its last recorded change (verification, sources/runs).
 - `journal` (migration 3): the downstream journal, one row per (store, optimisation id) as the
@@ -255,5 +256,12 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE events ADD COLUMN action TEXT;
     CREATE INDEX events_product ON events (store, product, id);
+    """,
+    # 7: when the store produced the data a mirror row holds (`observed_at`, epoch ms). A bulk
+    # export is a snapshot taken minutes (up to days) before it is read; a stock change bumps
+    # no modified date, so only the observation time tells that a webhook's later read is the
+    # newer one (store/mirror.py `record`).
+    """
+    ALTER TABLE mirror ADD COLUMN observed_at INTEGER;
     """,
 )
