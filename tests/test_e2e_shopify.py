@@ -268,6 +268,48 @@ async def test_sigkill_during_the_import_resumes_and_completes(
         await assert_hub_equals_store(hub, the_shop)
 
 
+async def test_sigkill_before_the_first_bulk_page_reuses_the_finished_operation(
+    tmp_path: Path, hub: Hub
+) -> None:
+    # The operation is named in the run's checkpoint as soon as it starts: a crash while it
+    # runs or while its file downloads does not throw it away (a new one would read it all
+    # again on Shopify's side, and wait for it).
+    async with shop(800, bulk_rate=400.0) as the_shop:  # about 2 s of bulk work
+        config = _config_file(tmp_path, hub, the_shop, bulk=True)
+        cmd = [sys.executable, "-m", "bridge_agent", "--config", str(config),
+               "--log-format", "json", "run"]  # fmt: skip
+        with (tmp_path / "agent.log").open("ab") as log:
+            agent = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ))  # noqa: ASYNC220
+            try:
+
+                async def named() -> bool:
+                    try:
+                        async with StateStore.open(tmp_path / "state", read_only=True) as state:
+                            run = await state.last_run("main", "import")
+                    except StateStoreError:
+                        return False
+                    token = str((run.checkpoint or {}).get("next") or "") if run else ""
+                    return run is not None and token.startswith("bulk:") and run.done == 0
+
+                await until(named, 60, what="the bulk operation in the checkpoint", every=0.02)
+            finally:
+                agent.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(agent.wait, 10)
+            agent = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ))  # noqa: ASYNC220
+            try:
+                await until(
+                    lambda: settled(tmp_path / "state", "import"),
+                    90,
+                    what="the resumed import",
+                    every=0.1,
+                )
+            finally:
+                agent.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(agent.wait, 30)
+        assert (await the_shop.stats())["bulk_operations"] == 1  # the same operation, reused
+        await assert_hub_equals_store(hub, the_shop)
+
+
 # -- throttling ------------------------------------------------------------------------------
 
 

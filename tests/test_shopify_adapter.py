@@ -208,7 +208,8 @@ async def test_a_failed_bulk_operation_falls_back_to_paged_queries(
     adapter = adapter_for(shop, http)
     pages = [page async for page in adapter.catalog()]
     assert canonical([p for page in pages for p in page.products]) == await expected(shop)
-    assert all(page.next_token is None or page.next_token.startswith("page:") for page in pages)
+    read = [page for page in pages if page.products]  # after the started operation's checkpoint
+    assert all(page.next_token is None or page.next_token.startswith("page:") for page in read)
 
 
 async def test_a_resume_token_of_a_failed_operation_starts_a_new_one(
@@ -647,7 +648,7 @@ async def test_a_bulk_result_cut_short_is_downloaded_again(
         pages = [page async for page in adapter.catalog()]
         assert downloads == 2
         assert [p.id for page in pages for p in page.products] == ["1", "2"]
-        assert pages[0].products[0].variants[0].id == "11"
+        assert next(p for page in pages for p in page.products).variants[0].id == "11"
         assert pages[-1].next_token is None
     finally:
         await runner.cleanup()

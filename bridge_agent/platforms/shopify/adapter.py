@@ -16,26 +16,39 @@ budget, its modelled cost bucket, Shopify's error shapes):
   with `queries.BULK_PRODUCTS`, polled by `node(id:)` with a growing interval, then the JSONL
   result streamed into a spool file and assembled (`bulk.py`: children attached to their product
   whatever their order, in bounded memory) and yielded as pages of `BULK_PAGE` products. Tokens:
-  `bulk:<operation number>:<products done>`. A resumed run asks for that operation again (a
-  fresh result URL); if it is still COMPLETED its result is downloaded again and the products done
-  are skipped; if it failed, expired or is gone a new operation starts (the products done are
-  then read again: harmless). A bulk operation that FAILS (or cannot start: another one runs)
-  falls back to paged queries. A result cut short or damaged is downloaded again
-  (`DOWNLOAD_ATTEMPTS`); a result URL that expired meanwhile starts a new operation.
-  Without `bulk_import`: `products(first:, after:, sortKey: ID)` pages; tokens `page:<cursor>`.
+  `bulk:<operation number>:<products done>`; an empty page carrying `bulk:<n>:0` is yielded as
+  soon as the operation has started (and again once it completed), so the run checkpoints it and a
+  crash before the first page of products resumes it instead of starting another. A resumed run
+  asks for that operation again (a fresh result URL); if it is still COMPLETED its result is
+  downloaded again and the products done are skipped; if it failed, expired or is gone a new
+  operation starts (the products done are then read again: harmless). A bulk operation that FAILS
+  (or cannot start: another one runs) falls back to paged queries; one still running after
+  `BULK_WAIT_MAX` seconds of polling is given up on: a new one starts once, then paged queries.
+  A result cut short, damaged, or short of the operation's `objectCount` lines (`fileSize` bytes,
+  `rootObjectCount` products) is downloaded again (`DOWNLOAD_ATTEMPTS`), each try within a
+  deadline scaled to its size; a result URL that expired meanwhile starts a new operation.
+  Without `bulk_import`: `products(first:, after:, sortKey: ID)` pages; tokens `page:<cursor>`;
+  a resumed walk whose cursor Shopify refuses starts again from the first page.
 - `modified_since(since)`: `products(query: "updated_at:>='<since>'", sortKey: UPDATED_AT)`
   pages (inclusive, second resolution, as the protocol asks). Inventory changes do not bump a
   product's `updatedAt`: the `inventory_levels/update` webhook covers them.
 - `product_ids()`: `products(first: 250) { nodes { id } }` pages (253 points each).
 
+Every query is sized to the shop's cost bucket once an answer has reported it
+(`queries.sized`): a follow-up or id page asks for fewer nodes when the bucket is smaller than
+its usual cost (Shopify would answer it THROTTLED for ever otherwise).
+
 Webhooks (`webhooks.py`): `verify_webhook` is pure; `resolve_webhook` turns inventory item ids
-into product ids (`nodes(ids:) { ... on InventoryItem { variant { product { id } } } }`).
+into product ids (`nodes(ids:) { ... on InventoryItem { variant { product { id } } } }`, 3 points
+an item), always as live work: the receiver answers 503 if it waits behind a run's pages.
 `register_webhooks` subscribes the four topics to the delivery URL once each (an existing
 subscription is kept, a duplicate of it deleted); Shopify deletes a subscription whose deliveries
 keep failing instead of disabling it, so `reactivate_disabled_webhooks` re-creates the missing ones.
 
 Capabilities: `bulk_export`, `modified_since`, `product_ids`, `batch_fetch`, `webhooks`,
-`webhook_registration`. Writing (SEO fields, ALT text, metafields) is the next issue's.
+`webhook_registration`, and every `write.*` field: the downstream `Writer` (`read_fields`,
+`write_fields`) is `writer.py` (SEO and description by `productUpdate`, ALT by `fileUpdate`, the
+JSON-LD metafield by `metafieldsSet` with `compareDigest`).
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ import structlog
 from bridge_agent.errors import (
     BadWebhook,
     ConfigError,
+    Outcome,
     PlatformAuthFailed,
     PlatformError,
     PlatformRejected,
@@ -61,12 +75,16 @@ from bridge_agent.errors import (
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Product
 from bridge_agent.platforms.base import (
+    WRITE_CAPABILITIES,
     Capability,
     CatalogPage,
     FetchResult,
+    FieldRef,
+    FieldWrite,
     ItemFailure,
     WebhookAction,
     WebhookDelivery,
+    WriteResult,
     failure_of,
 )
 from bridge_agent.platforms.http import PrioritySlots, RequestBudget, live_work
@@ -81,6 +99,7 @@ from bridge_agent.platforms.shopify.mapping import (
     map_product,
 )
 from bridge_agent.platforms.shopify.settings import SETTINGS, ShopifySettings
+from bridge_agent.platforms.shopify.writer import ShopifyWriter
 from bridge_agent.sync.paging import PageGuard
 
 if TYPE_CHECKING:
@@ -97,6 +116,11 @@ DOWNLOAD_ATTEMPTS = 3
 POLL_FIRST = 0.5  # seconds before the first poll of a bulk operation, growing by POLL_GROWTH
 POLL_GROWTH = 1.5
 POLL_MAX = 10.0
+BULK_WAIT_MAX = 3 * 3600.0  # seconds of polling before a bulk operation is given up as stuck
+DOWNLOAD_BASE_S = 60.0  # the deadline of one download of a bulk result: this, plus
+DOWNLOAD_BYTES_PER_S = 1024 * 1024  # its size at this rate (a slower link is given up on)
+DOWNLOAD_UNSIZED_S = 3600.0  # the deadline when the operation does not say the file's size
+_STALLED = "STALLED"  # not Shopify's: our status of an operation polled past BULK_WAIT_MAX
 _FINAL = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
 _NESTED = {"variants": queries.VARIANTS_FIRST, "media": queries.MEDIA_FIRST}
 _BULK_TOKEN = "bulk:"  # noqa: S105 - a resume token's prefix, no secret
@@ -112,16 +136,16 @@ class BulkOperation:
     error_code: str | None = None
     url: str | None = None
     root_objects: int | None = None
+    objects: int | None = None  # lines of the result file (products and their children)
+    file_size: int | None = None  # bytes of the result file
+    # When the operation was created (epoch ms): its result is a snapshot of the shop then,
+    # however much later it is read (a resumed run may read a days-old one).
+    created_at: int | None = None
 
     @classmethod
     def parse(cls, node: Any) -> BulkOperation | None:
         if not isinstance(node, Mapping) or not isinstance(node.get("id"), str):
             return None
-        count = node.get("rootObjectCount")
-        try:
-            roots = int(count) if count is not None else None
-        except (TypeError, ValueError):
-            roots = None
         url = node.get("url")
         code = node.get("errorCode")
         return cls(
@@ -129,7 +153,10 @@ class BulkOperation:
             status=str(node.get("status")),
             error_code=code if isinstance(code, str) else None,
             url=url if isinstance(url, str) and url else None,
-            root_objects=roots,
+            root_objects=_count(node.get("rootObjectCount")),
+            objects=_count(node.get("objectCount")),
+            file_size=_count(node.get("fileSize")),
+            created_at=_epoch_ms(node.get("createdAt")),
         )
 
 
@@ -146,6 +173,7 @@ class Shopify:
             Capability.BATCH_FETCH,
             Capability.WEBHOOKS,
             Capability.WEBHOOK_REGISTRATION,
+            *WRITE_CAPABILITIES,  # every downstream field: writer.py
         }
     )
 
@@ -184,6 +212,14 @@ class Shopify:
         when not given), `metrics` receives the store request metrics."""
         shop = ShopifySettings.from_store(settings)
         return cls(shop, ShopifyClient(shop, http, budget=budget, metrics=metrics))
+
+    # -- Writer (writer.py) -----------------------------------------------------------------------
+
+    async def read_fields(self, refs: Sequence[FieldRef]) -> Mapping[FieldRef, Any]:
+        return await ShopifyWriter(self.settings, self.client, self._slots).read_fields(refs)
+
+    async def write_fields(self, writes: Sequence[FieldWrite]) -> Sequence[WriteResult]:
+        return await ShopifyWriter(self.settings, self.client, self._slots).write_fields(writes)
 
     # -- Platform ---------------------------------------------------------------------------------
 
@@ -297,9 +333,12 @@ class Shopify:
         walk = PageGuard(f"the product ids of store {self.settings.store_id!r}")
         cursor: str | None = None
         while True:
+            first = queries.sized(
+                queries.PRODUCT_IDS, "first", queries.PRODUCT_IDS_FIRST, bucket=self._bucket()
+            )
             async with self._slots:
                 data = await self.client.query(
-                    queries.PRODUCT_IDS, {"first": queries.PRODUCT_IDS_FIRST, "after": cursor}
+                    queries.PRODUCT_IDS, {"first": first, "after": cursor}
                 )
             nodes, cursor = _connection(data.get("products"), walk)
             ids = [n for n in (gid_number(node.get("id"), "Product") for node in nodes) if n]
@@ -320,11 +359,15 @@ class Shopify:
         """The delivery's products, and those of its inventory items (asked of the store)."""
         ids = list(delivery.product_ids)
         items = [r for r in delivery.references if _digits(r)]
-        for n in range(0, len(items), 100):
-            part = items[n : n + 100]
-            data = await self.client.query(
-                queries.INVENTORY_ITEMS, {"ids": [gid("InventoryItem", i) for i in part]}
-            )
+        size = queries.sized(queries.INVENTORY_ITEMS, "ids", 100, bucket=self._bucket(), ids=True)
+        for n in range(0, len(items), size):
+            part = items[n : n + size]
+            # Live: the delivery is answered 503 if this waits behind a run's pages (RESOLVE_
+            # TIMEOUT of sources/webhooks.py), whoever calls it.
+            with live_work():
+                data = await self.client.query(
+                    queries.INVENTORY_ITEMS, {"ids": [gid("InventoryItem", i) for i in part]}
+                )
             for node in data.get("nodes") or ():
                 variant = node.get("variant") if isinstance(node, Mapping) else None
                 product = variant.get("product") if isinstance(variant, Mapping) else None
@@ -421,7 +464,8 @@ class Shopify:
     # -- catalog by bulk operation ----------------------------------------------------------------
 
     async def _bulk_catalog(self, operation: str | None, skip: int) -> AsyncIterator[CatalogPage]:
-        for _ in range(2):  # a result URL that expires under us: one new operation
+        expired = stalled = 0
+        while True:
             done: BulkOperation | None = None
             if operation is not None:
                 done = await self._wait(operation)
@@ -432,10 +476,25 @@ class Shopify:
                         operation=operation,
                         status=done.status if done else "gone",
                     )
+                    stalled += done is not None and done.status == _STALLED
                     done, skip = None, 0
             if done is None:
                 started = await self._start_bulk()
+                if started is not None:
+                    # Named at once: the run checkpoints it, so a crash before the first page
+                    # of products resumes this operation instead of starting another.
+                    yield CatalogPage((), self._bulk_token(started, 0))
                 done = await self._wait(started) if started is not None else None
+                if done is not None and done.status == _STALLED and stalled == 0:
+                    stalled += 1
+                    operation, skip = None, 0
+                    log.warning(
+                        "shopify_bulk_stalled",
+                        store=self.settings.store_id,
+                        operation=started,
+                        action="starting a new bulk operation",
+                    )
+                    continue
                 if done is None or done.status != "COMPLETED":
                     log.warning(
                         "shopify_bulk_fallback",
@@ -447,21 +506,28 @@ class Shopify:
                     async for page in self._paged_catalog(None):
                         yield page
                     return
+                yield CatalogPage((), self._bulk_token(done.id, 0))  # completed: checkpointed
             if done.url is None:
                 yield CatalogPage((), None, total=0)  # an empty shop has no result file
                 return
             try:
                 spool = await self._download(done)
             except BulkResultExpired:
+                expired += 1
+                if expired >= 2:
+                    raise PlatformUnavailable(
+                        "the bulk operation's result expired twice before it could be downloaded"
+                    ) from None
                 operation, skip = None, 0
                 continue
             with spool:
                 async for page in self._bulk_pages(spool, done, skip):
                     yield page
             return
-        raise PlatformUnavailable(
-            "the bulk operation's result expired twice before it could be downloaded"
-        )
+
+    @staticmethod
+    def _bulk_token(operation: str, done: int) -> str:
+        return f"{_BULK_TOKEN}{gid_number(operation, 'BulkOperation') or '0'}:{done}"
 
     async def _bulk_pages(
         self, spool: BulkSpool, operation: BulkOperation, skip: int
@@ -482,7 +548,11 @@ class Shopify:
                 batch.append(product)
             if read == self.bulk_page or position == total:
                 token = None if position >= total else f"{_BULK_TOKEN}{number}:{position}"
-                yield CatalogPage(tuple(batch), token, total=total)
+                # The snapshot's time: the mirror keeps a later read (a webhook's, of a stock
+                # change that bumped no `updatedAt`) over these rows (store/mirror.py).
+                yield CatalogPage(
+                    tuple(batch), token, total=total, observed_at=operation.created_at
+                )
                 batch, read = [], 0
 
     async def _start_bulk(self) -> str | None:
@@ -501,14 +571,27 @@ class Shopify:
         return str(operation["id"])
 
     async def _wait(self, operation: str) -> BulkOperation | None:
-        """Poll the operation until it ends; None when Shopify does not know it."""
+        """Poll the operation until it ends; None when Shopify does not know it. An operation
+        still running after `BULK_WAIT_MAX` seconds of polling is given up on: status
+        `_STALLED` (Shopify keeps some queued or running for days)."""
         delay = POLL_FIRST
+        slept = 0.0
         while True:
             data = await self.client.query(queries.BULK_OPERATION, {"id": operation})
             state = BulkOperation.parse(data.get("node"))
             if state is None or state.status in _FINAL:
                 return state
+            if slept >= BULK_WAIT_MAX:
+                log.warning(
+                    "shopify_bulk_given_up",
+                    store=self.settings.store_id,
+                    operation=operation,
+                    status=state.status,
+                    waited_s=round(slept),
+                )
+                return BulkOperation(state.id, _STALLED)
             await self._sleep(delay)
+            slept += delay
             delay = min(POLL_MAX, delay * POLL_GROWTH)
 
     async def _download(self, operation: BulkOperation) -> BulkSpool:
@@ -547,16 +630,50 @@ class Shopify:
                 raise
 
     async def _fill(self, spool: BulkSpool, operation: BulkOperation) -> None:
-        """Download the operation's result into `spool`; raise if it is not all there."""
+        """Download the operation's result into `spool`; raise if it is not all there. The
+        download has a deadline scaled to the file's size: storage that trickles is given up
+        on (and downloaded again) rather than holding the run for ever."""
         if operation.url is None:
             raise BulkResultExpired("the bulk operation has no result URL any more")
-        async for line, ended in self.client.download_lines(operation.url):
-            spool.add(line, ended=ended)
+        size = operation.file_size
+        deadline = (
+            DOWNLOAD_UNSIZED_S if size is None else DOWNLOAD_BASE_S + size / DOWNLOAD_BYTES_PER_S
+        )
+        received = 0
+        try:
+            async with asyncio.timeout(deadline):
+                async for line, ended in self.client.download_lines(operation.url):
+                    received += len(line) + ended
+                    spool.add(line, ended=ended)
+        except TimeoutError:
+            raise PlatformUnavailable(
+                f"the download of the bulk operation's result file took longer than "
+                f"{deadline:.0f} s ({received} bytes received)",
+                outcome=Outcome.TRANSIENT,
+            ) from None
         spool.finish()
+        cut = "the download was cut short"
         if operation.root_objects is not None and spool.products_count < operation.root_objects:
             raise BulkResultIncomplete(
                 f"the bulk result holds {spool.products_count} products, the operation says "
-                f"{operation.root_objects}: the download was cut short"
+                f"{operation.root_objects}: {cut}"
+            )
+        if operation.objects is not None and spool.lines < operation.objects:
+            raise BulkResultIncomplete(
+                f"the bulk result holds {spool.lines} lines, the operation says "
+                f"{operation.objects}: {cut}"
+            )
+        if size is not None and received < size:
+            raise BulkResultIncomplete(
+                f"the bulk result holds {received} bytes, the operation says {size}: {cut}"
+            )
+        if operation.objects is not None and spool.lines > operation.objects:
+            # More lines than objects: repeated lines (each is read once: bulk.py), not a loss.
+            log.warning(
+                "shopify_bulk_extra_lines",
+                store=self.settings.store_id,
+                lines=spool.lines,
+                objects=operation.objects,
             )
 
     # -- catalog by paged queries -----------------------------------------------------------------
@@ -564,11 +681,27 @@ class Shopify:
     async def _paged_catalog(self, cursor: str | None) -> AsyncIterator[CatalogPage]:
         walk = PageGuard(f"the catalog of store {self.settings.store_id!r}")
         first = min(self.settings.page_size, self._per_query())
+        resumed = cursor is not None
         while True:
-            async with self._slots:
-                data = await self.client.query(
-                    queries.PRODUCTS_PAGE, {"first": first, "after": cursor, **_NESTED}
+            try:
+                async with self._slots:
+                    data = await self.client.query(
+                        queries.PRODUCTS_PAGE, {"first": first, "after": cursor, **_NESTED}
+                    )
+            except PlatformRejected as exc:
+                if not resumed:
+                    raise
+                # Shopify refused the cursor of the checkpoint (another shop's, expired, or not
+                # a cursor): resuming there would fail the run at every try. Read from the start.
+                log.warning(
+                    "shopify_resume_cursor_refused",
+                    store=self.settings.store_id,
+                    reason=str(exc)[:200],
+                    action="reading the catalog from its start",
                 )
+                resumed, cursor = False, None
+                continue
+            resumed = False
             nodes, cursor = _connection(data.get("products"), walk)
             failures: list[ItemFailure] = []
             products = await self._map_nodes(nodes, failures)
@@ -631,10 +764,10 @@ class Shopify:
             walk = PageGuard(f"the {name} of product {node.get('id')}")
             while isinstance(cursor, str) and len(items) < limit:
                 walk.token(cursor)
+                first = queries.sized(document, "first", queries.PAGE_FIRST, bucket=self._bucket())
                 async with self._slots:
                     data = await self.client.query(
-                        document,
-                        {"id": node["id"], "first": queries.PAGE_FIRST, "after": cursor},
+                        document, {"id": node["id"], "first": first, "after": cursor}
                     )
                 product = data.get("product")
                 if not isinstance(product, Mapping):
@@ -647,8 +780,12 @@ class Shopify:
     def _per_query(self) -> int:
         """Products per paged or `nodes` query: within the single-query maximum and within the
         shop's bucket, once an answer has reported its size."""
+        return queries.products_per_query(bucket=self._bucket())
+
+    def _bucket(self) -> float | None:
+        """The size of the shop's query cost bucket, once an answer has reported it."""
         status = self.client.bucket.status
-        return queries.products_per_query(bucket=None if status is None else status.maximum)
+        return None if status is None else status.maximum
 
     def _token(self, resume: str | None) -> tuple[str | None, str]:
         if resume is None:
@@ -664,6 +801,17 @@ class Shopify:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """An ISO 8601 time from Shopify as epoch milliseconds; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int(when.timestamp() * 1000) if when.tzinfo is not None else None
 
 
 def _shop_info(data: Mapping[str, Any]) -> ShopInfo:
@@ -707,6 +855,15 @@ def _raise_user_errors(payload: Mapping[str, Any], what: str) -> None:
 def _check_delivery_url(url: str) -> None:
     if not url.startswith(("https://", "http://")):
         raise ConfigError([f"webhook delivery URL must be https://, got {url!r}"])
+
+
+def _count(value: Any) -> int | None:
+    """A count of a bulk operation (Shopify sends the UnsignedInt64 ones as strings)."""
+    try:
+        number = int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and number >= 0 else None
 
 
 def _digits(product_id: str) -> bool:

@@ -16,10 +16,16 @@ So the result is read in two passes over a temporary file (`BulkSpool`):
    selection (`variants.nodes` by `position`, `media.nodes` in file order), which `mapping.py`
    maps like any other.
 
-Memory: the objects themselves are never held, only the index: an 8-byte offset per line plus a
-dictionary entry per product that has children (its GID and a small array), about 200 bytes per
-product and 8 per child; a catalog of 100 000 products with 10 children each indexes in about
-30 MB. The spool file holds the result (a temporary file, deleted when closed).
+A line repeated in the file (a retried write on Shopify's side) is used once: a product GID seen
+before is not indexed again, and a child whose id its product already has is not attached again.
+`lines` counts every line, repeated or not: the caller compares it with the operation's
+`objectCount`, so a file that lost lines is downloaded again.
+
+Memory: the objects themselves are never held, only the index: an 8-byte offset per line, the
+GID of each product (to skip a repeated one), and a dictionary entry per product that has
+children (its GID and a small array), about 300 bytes per product and 8 per child; a catalog of
+100 000 products with 10 children each indexes in about 40 MB. The spool file holds the result
+(a temporary file in `$TMPDIR`, or the directory given; deleted when closed).
 
 A line that is not a JSON object, or a file whose last line has no end (a download cut short),
 is an incomplete result: `BulkResultIncomplete`, and the caller downloads it again.
@@ -54,6 +60,7 @@ class BulkSpool:
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed in close()
         self._roots = array("q")  # byte offsets of product lines, in file order
         self._children: dict[str, array[int]] = {}  # product GID -> offsets of child lines
+        self._seen: set[str] = set()  # product GIDs indexed (a repeated line is skipped)
         self._size = 0
         self._ended = True  # whether the last line added ended with a newline
         self.lines = 0
@@ -81,11 +88,17 @@ class BulkSpool:
         self._ended = ended
         if not stripped or not ended:
             return  # a line cut short is never used: `finish` refuses the file
-        parent = _parent_of(stripped)
+        data = _object(stripped)
+        parent = _parent_of(data)
+        self.lines += 1
+        if parent is None:
+            root = str(data.get("id"))
+            if root in self._seen:
+                return  # the same product twice: read once
+            self._seen.add(root)
         offset = self._size
         self._file.write(stripped + b"\n")
         self._size += len(stripped) + 1
-        self.lines += 1
         if parent is None:
             self._roots.append(offset)
         else:
@@ -109,9 +122,15 @@ class BulkSpool:
             product = self._read(offset)
             variants: list[dict[str, Any]] = []
             media: list[dict[str, Any]] = []
+            attached: set[str] = set()
             for child_offset in self._children.get(str(product.get("id")), ()):
                 child = self._read(child_offset)
-                kind = _gid_kind(child.get("id"))
+                child_id = child.get("id")
+                if isinstance(child_id, str):
+                    if child_id in attached:
+                        continue  # the same child twice: attached once
+                    attached.add(child_id)
+                kind = _gid_kind(child_id)
                 if kind == "ProductVariant":
                     variants.append(child)
                 elif kind in _MEDIA_KINDS:
@@ -129,9 +148,8 @@ class BulkSpool:
         return _object(line)
 
 
-def _parent_of(line: bytes) -> str | None:
-    """The `__parentId` of a line (None for a root object); checks the line is an object."""
-    data = _object(line)
+def _parent_of(data: dict[str, Any]) -> str | None:
+    """The `__parentId` of a line's object (None for a root object)."""
     parent = data.get("__parentId")
     if parent is None:
         return None

@@ -22,6 +22,7 @@ What Shopify's answers mean:
 | 3xx | `PlatformUnavailable`: the url is not the shop's admin origin |
 | 429, 5xx, timeouts, resets | retried here (queries), then `PlatformUnavailable` |
 | 200, `errors[].extensions.code` `THROTTLED` | wait (requested - available) / restoreRate; retry |
+| (a query asking more than the bucket's maximum) | `PlatformUnavailable` at once (`throttle.py`) |
 | 200 with `MAX_COST_EXCEEDED` | `ShopifyQueryError` (a bug of this adapter; never retried) |
 | 200 with `ACCESS_DENIED` | `PlatformAuthFailed`: the app lacks the scope the message names |
 | 200 with `INTERNAL_SERVER_ERROR` | `PlatformUnavailable` (try again later) |
@@ -94,7 +95,9 @@ class ShopifyClient:
     ) -> None:
         self.settings = settings
         self.http = http
-        self.bucket = bucket if bucket is not None else CostBucket(sleep=sleep)
+        self.bucket = (
+            bucket if bucket is not None else CostBucket(sleep=sleep, store=settings.store_id)
+        )
         self.layer = layer or StoreHttp(
             http,
             store=settings.store_id,
@@ -131,7 +134,7 @@ class ShopifyClient:
         body = {"query": document, "variables": dict(variables), "operationName": name}
         for _ in range(THROTTLE_ATTEMPTS):
             cost = self._costs.get(key) or float(queries.requested_cost(document, variables))
-            await self.bucket.acquire(cost)
+            sent = await self.bucket.acquire(cost)
             try:
                 answer = await self.layer.send(
                     "POST",
@@ -146,7 +149,7 @@ class ShopifyClient:
             extensions = answer.get("extensions")
             status = ThrottleStatus.parse(extensions)
             if status is not None:
-                self.bucket.observe(status)
+                self.bucket.observe(status, sent)
             requested = _requested(extensions)
             if requested is not None:
                 self._costs[key] = requested

@@ -69,6 +69,7 @@ __all__ = [
     "product_cost",
     "products_per_query",
     "requested_cost",
+    "sized",
 ]
 
 #: Shopify refuses a single query asking for more (`MAX_COST_EXCEEDED`).
@@ -191,9 +192,11 @@ query ProductMedia($id: ID!, $first: Int!, $after: String) {
     + _MEDIA
 )
 
+#: 3 points an item, the least the schema allows: the item, its variant and its product are an
+#: object each (ids cost nothing), and no field of the item or the variant names the product.
 INVENTORY_ITEMS = """
 query InventoryItems($ids: [ID!]!) {
-  nodes(ids: $ids) { ... on InventoryItem { id variant { id product { id } } } }
+  nodes(ids: $ids) { ... on InventoryItem { variant { product { id } } } }
 }
 """
 
@@ -242,7 +245,7 @@ BULK_OPERATION = """
 query BulkOperation($id: ID!) {
   node(id: $id) {
     ... on BulkOperation {
-      id status errorCode url partialDataUrl objectCount rootObjectCount fileSize
+      id status errorCode url partialDataUrl objectCount rootObjectCount fileSize createdAt
     }
   }
 }
@@ -312,6 +315,32 @@ def products_per_query(
     each = product_cost(variants, media)
     target = COST_TARGET if bucket is None else min(COST_TARGET, int(bucket))
     return max(1, min(PRODUCT_IDS_FIRST, (target - 3) // each))
+
+
+def sized(
+    document: str,
+    variable: str,
+    cap: int,
+    *,
+    bucket: float | None = None,
+    ids: bool = False,
+    **fixed: Any,
+) -> int:
+    """The largest `variable` (`first`, or the length of an `ids` list) up to `cap` that keeps
+    `document` within `COST_TARGET` and within `bucket`, the shop's bucket size when known: the
+    cost grows by the same points for each node asked (a query asking more than a full bucket
+    would be answered THROTTLED for ever)."""
+
+    def cost(n: int) -> int:
+        value: Any = ["x"] * n if ids else n
+        return requested_cost(document, {**fixed, variable: value})
+
+    each = cost(2) - cost(1)
+    if each <= 0:
+        return cap
+    base = cost(1) - each
+    target = COST_TARGET if bucket is None else min(COST_TARGET, int(bucket))
+    return max(1, min(cap, (target - base) // each))
 
 
 def product_cost(variants: int = VARIANTS_FIRST, media: int = MEDIA_FIRST) -> int:
@@ -423,4 +452,89 @@ DOCUMENTS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "WEBHOOK_SUBSCRIPTIONS": (WEBHOOK_SUBSCRIPTIONS, {}),
     "WEBHOOK_CREATE": (WEBHOOK_CREATE, {}),
     "WEBHOOK_DELETE": (WEBHOOK_DELETE, {}),
+}
+
+# -- the writer's documents (downstream, `writer.py`) ----------------------------------------------
+
+WRITER_MEDIA_FIRST = 20  # media read with each product whose ALT is written; more by PRODUCT_MEDIA
+METAFIELDS_PER_CALL = 25  # metafieldsSet's input limit
+FILES_PER_CALL = 25  # files per fileUpdate: a modest cost, and a refusal names few writes
+
+#: The JSON-LD lives in the product metafield `bridge.jsonld` (`writer.JSONLD_NAMESPACE`, `KEY`).
+_WRITER_PRODUCT = """
+fragment WriterProduct on Product {
+  id descriptionHtml
+  seo { title description }
+  jsonld: metafield(namespace: "bridge", key: "jsonld") { type value compareDigest }
+}
+"""
+
+#: The current values of the fields the writer writes, without media (4 points a product).
+WRITER_FIELDS = (
+    """
+query WriterFields($ids: [ID!]!) {
+  nodes(ids: $ids) { __typename ... on Product { ...WriterProduct } }
+}
+"""
+    + _WRITER_PRODUCT
+)
+
+#: The same with the first `$media` media's ALT, for products whose image ALT is written.
+WRITER_FIELDS_MEDIA = (
+    """
+query WriterFieldsMedia($ids: [ID!]!, $media: Int!) {
+  nodes(ids: $ids) {
+    __typename
+    ... on Product {
+      ...WriterProduct
+      media(first: $media) {
+        pageInfo { hasNextPage endCursor }
+        nodes { ... on MediaImage { id alt } }
+      }
+    }
+  }
+}
+"""
+    + _WRITER_PRODUCT
+)
+
+#: `product:` (ProductUpdateInput), never the deprecated `input:` (platforms.md 2.9: `input:`
+#: has been seen answering success without applying anything).
+PRODUCT_UPDATE = """
+mutation WriterProductUpdate($product: ProductUpdateInput!) {
+  productUpdate(product: $product) {
+    product { id }
+    userErrors { field message }
+  }
+}
+"""
+
+FILE_UPDATE = """
+mutation WriterFileUpdate($files: [FileUpdateInput!]!) {
+  fileUpdate(files: $files) {
+    files { id }
+    userErrors { field message code }
+  }
+}
+"""
+
+METAFIELDS_SET = """
+mutation WriterMetafieldsSet($metafields: [MetafieldsSetInput!]!) {
+  metafieldsSet(metafields: $metafields) {
+    metafields { id compareDigest }
+    userErrors { field message code elementIndex }
+  }
+}
+"""
+
+DOCUMENTS = {
+    **DOCUMENTS,
+    "WRITER_FIELDS": (WRITER_FIELDS, {"ids": ["gid"] * 200}),
+    "WRITER_FIELDS_MEDIA": (
+        WRITER_FIELDS_MEDIA,
+        {"ids": ["gid"] * 30, "media": WRITER_MEDIA_FIRST},
+    ),
+    "PRODUCT_UPDATE": (PRODUCT_UPDATE, {}),
+    "FILE_UPDATE": (FILE_UPDATE, {}),
+    "METAFIELDS_SET": (METAFIELDS_SET, {}),
 }

@@ -14,7 +14,8 @@ instance per adapter):
   `maximumAvailable`, less what the requests sent since then asked for;
 - `acquire(cost)` waits until the modelled level holds `cost`, then reserves it, so concurrent
   requests do not all spend the same points; `release(cost)` returns the reservation when the
-  answer arrives (its `throttleStatus` then says the truth). Waiters are served in order.
+  answer arrives (its `throttleStatus` then says the truth). Background waiters are served in
+  the order they asked; live ones as soon as the bucket holds their cost.
 - `throttled_wait(requested, status)` is the wait after a `THROTTLED` answer, should one come
   anyway (another app of the same shop, Shopify lowering limits): `(requested - available) /
   restoreRate`.
@@ -23,6 +24,24 @@ Before the first answer nothing is known and nothing is waited for; afterwards a
 goes out before the bucket, as last reported and restored since, holds its cost. A report resets
 the level less the requests still unanswered, even if Shopify charged them before it reported
 (then they count twice: the model errs on the side of waiting).
+
+Live work first, as in the store's request budget (`platforms/http.py`): a request of a run's
+background work (`in_background()`) waits its turn behind the other background requests and
+goes out only when the bucket keeps `live_reserve()` points besides its cost (enough for a
+webhook's re-fetch or inventory-item resolve), and not while a live request waits for points; a
+live request never waits behind a background one, and waits for nothing but its points (no lock:
+a cheap one may pass a costly one that waits, which then waits a little longer). No waiter sleeps
+holding anything a live request needs.
+
+Every request is numbered when it reserves (`acquire` returns the number), and a report is
+observed with the number of the request it answered: answers may arrive out of order, and a
+report from a request sent before the one last observed is older news (Shopify produced it
+before charging a later request) and ignored.
+
+A store reporting nonsense must not stall the adapter: a `restoreRate` below `MIN_RESTORE_RATE`
+is raised to it (logged once), one `acquire` gives up after `MAX_ACQUIRE_WAIT` seconds in total
+(`PlatformUnavailable`, `RATE_LIMITED`), and a cost larger than the bucket could ever hold is
+refused at once instead of being sent to be answered `THROTTLED`.
 """
 
 from __future__ import annotations
@@ -30,13 +49,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import structlog
+
+from bridge_agent.errors import Outcome, PlatformUnavailable
+from bridge_agent.platforms.http import in_background
 
 __all__ = ["CostBucket", "ThrottleStatus"]
 
+log = structlog.get_logger("bridge_agent.shopify")
+
 MIN_WAIT = 0.05  # seconds: below this a wait is not worth a timer
-MAX_WAIT = 60.0  # a wait never exceeds this (a bucket reporting nonsense must not stall us)
+MAX_WAIT = 60.0  # one sleep never exceeds this (the model is looked at again after it)
+MAX_ACQUIRE_WAIT = 300.0  # seconds one request may wait for points in total before giving up
+MIN_RESTORE_RATE = 1.0  # points a second: a store reporting less is treated as broken
+LIVE_RESERVE = 300.0  # points background work leaves for live work (at most a quarter bucket)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,24 +104,49 @@ class CostBucket:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        store: str = "",
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._store = store
         self.status: ThrottleStatus | None = None
         self._level = 0.0  # points at `_at`, reservations taken
         self._at = 0.0
         self.reserved = 0.0  # points of requests sent and not yet answered
         self.waited = 0.0  # seconds spent waiting for points, in total (for tests and stats)
-        self._turn = asyncio.Lock()  # one waiter at a time: the order requests asked in
+        self.waiting = 0  # requests asleep waiting for points now
+        self._sent = 0  # the number of the last request that reserved
+        self._seen = 0  # the number of the request whose report the model starts from
+        self._slow_logged = False
+        # Background requests wait one at a time, in the order they asked; live ones hold no
+        # turn, and while any waits for points (`_live_need`) no background request takes any.
+        self._background_turn = asyncio.Lock()
+        self._live_need = 0.0
 
     def __repr__(self) -> str:
         level = self.level()
         shown = "unknown" if level is None else f"{level:.0f}"
         return f"CostBucket(level={shown}, reserved={self.reserved:.0f})"
 
-    def observe(self, status: ThrottleStatus) -> None:
+    def observe(self, status: ThrottleStatus, request: int | None = None) -> None:
         """An answer reported the bucket: the model starts again from it, now, less what the
-        requests still unanswered reserved (they may not be in the report yet)."""
+        requests still unanswered reserved (they may not be in the report yet). `request` is the
+        number `acquire` gave the request answered: a report from a request sent before the one
+        last observed is older than the model and ignored (None: the newest)."""
+        number = self._sent if request is None else request
+        if self.status is not None and number < self._seen:
+            return
+        self._seen = number
+        if status.restore_rate < MIN_RESTORE_RATE:
+            if not self._slow_logged:
+                self._slow_logged = True
+                log.warning(
+                    "shopify_restore_rate_floored",
+                    store=self._store,
+                    reported=status.restore_rate,
+                    assumed=MIN_RESTORE_RATE,
+                )
+            status = replace(status, restore_rate=MIN_RESTORE_RATE)
         self.status = status
         self._level = status.available - self.reserved
         self._at = self._clock()
@@ -108,33 +162,84 @@ class CostBucket:
         self._at = now
         return self._level
 
-    def wait_for(self, cost: float) -> float:
-        """Seconds until the modelled bucket holds `cost` (0 when it does, or is unknown)."""
+    def live_reserve(self) -> float:
+        """The points background work leaves in the bucket for live work."""
+        status = self.status
+        return 0.0 if status is None else min(LIVE_RESERVE, status.maximum / 4)
+
+    def wait_for(self, cost: float, *, reserve: float = 0.0) -> float:
+        """Seconds until the modelled bucket holds `cost` and `reserve` besides (0 when it does,
+        or is unknown); a cost and reserve above the bucket's size wait for a full bucket."""
         status = self.status
         level = self.level()
         if status is None or level is None:
             return 0.0
-        # A cost above the bucket's size could never be served: wait for a full bucket instead.
-        need = min(cost, status.maximum) - level
+        need = min(cost + reserve, status.maximum) - level
         if need <= 0:
             return 0.0
         return min(MAX_WAIT, need / status.restore_rate)
 
-    async def acquire(self, cost: float) -> None:
-        """Wait until the bucket holds `cost`, then reserve it (release it with `release`)."""
-        async with self._turn:
+    def fits(self, cost: float) -> bool:
+        """Whether a request asking `cost` could ever be served (the bucket unknown: yes)."""
+        return self.status is None or cost <= self.status.maximum
+
+    async def acquire(self, cost: float) -> int:
+        """Wait until the bucket holds `cost` (and, in background work, the live reserve), then
+        reserve it (release it with `release`); returns the request's number for `observe`."""
+        if not self.fits(cost):
+            raise self._too_costly(cost)
+        if in_background():
+            # Background requests take their turns in order; a live one never needs this lock.
+            async with self._background_turn:
+                return await self._take(cost, background=True)
+        return await self._take(cost, background=False)
+
+    async def _take(self, cost: float, *, background: bool) -> int:
+        waited = 0.0
+        asking = False  # whether this live request counts in `_live_need`
+        try:
             while True:
-                wait = self.wait_for(cost)
-                if wait <= 0:
-                    break
+                if not self.fits(cost):  # the bucket shrank while we waited
+                    raise self._too_costly(cost)
+                if background and self._live_need > 0:
+                    # A live request is waiting for points: it goes first.
+                    wait = self.wait_for(self._live_need)
+                else:
+                    reserve = self.live_reserve() if background else 0.0
+                    wait = self.wait_for(cost, reserve=reserve)
+                    if wait <= 0:
+                        break
+                if waited >= MAX_ACQUIRE_WAIT:
+                    raise PlatformUnavailable(
+                        f"Shopify's query cost bucket of store {self._store!r} did not refill "
+                        f"to {cost:.0f} points in {MAX_ACQUIRE_WAIT:.0f} s: the shop reports "
+                        "too slow a restore rate, or another app spends its points",
+                        outcome=Outcome.RATE_LIMITED,
+                        retry_after=MAX_WAIT,
+                    )
+                if not background and not asking:
+                    asking = True
+                    self._live_need += cost
                 # Any shortfall is waited for, at least MIN_WAIT: a request sent a few points
-                # short is answered THROTTLED (the store checks available >= requested).
+                # short is answered THROTTLED (the store checks available >= requested). A live
+                # request sleeps holding no lock: a webhook's 3-point resolve must not wait
+                # behind a poll page's 900 (it may pass it: the poll waits a moment longer).
                 wait = max(wait, MIN_WAIT)
+                waited += wait
                 self.waited += wait
-                await self._sleep(wait)
-            self.reserved += cost
-            if self.level() is not None:
-                self._level -= cost
+                self.waiting += 1
+                try:
+                    await self._sleep(wait)
+                finally:
+                    self.waiting -= 1
+        finally:
+            if asking:
+                self._live_need -= cost
+        self.reserved += cost
+        if self.level() is not None:
+            self._level -= cost
+        self._sent += 1
+        return self._sent
 
     def release(self, cost: float) -> None:
         """The request that reserved `cost` was answered (its report, observed next, includes
@@ -145,5 +250,17 @@ class CostBucket:
         """How long to wait after a THROTTLED answer that asked for `requested` points."""
         if status is None:
             return 1.0  # nothing said: a short pause, then the model knows more
+        rate = max(MIN_RESTORE_RATE, status.restore_rate)
         need = min(requested, status.maximum) - status.available
-        return min(MAX_WAIT, max(MIN_WAIT, need / status.restore_rate))
+        return min(MAX_WAIT, max(MIN_WAIT, need / rate))
+
+    def _too_costly(self, cost: float) -> PlatformUnavailable:
+        maximum = self.status.maximum if self.status is not None else 0.0
+        return PlatformUnavailable(
+            f"a query of store {self._store!r} asks for {cost:.0f} points, more than Shopify's "
+            f"query cost bucket of the shop holds when full ({maximum:.0f}): Shopify would "
+            "answer it THROTTLED for ever; the shop's API limits were lowered below what "
+            "bridge-agent's Shopify adapter can work with",
+            outcome=Outcome.RATE_LIMITED,
+            retry_after=3600.0,
+        )
