@@ -197,6 +197,7 @@ def test_the_writer_s_documents_are_the_schema_tested_ones() -> None:
         queries.PRODUCT_UPDATE,
         queries.FILE_UPDATE,
         queries.METAFIELDS_SET,
+        queries.METAFIELDS_DELETE,
     ):
         assert document in documents
     assert "productUpdate(product: $product)" in queries.PRODUCT_UPDATE  # never `input:`
@@ -411,9 +412,11 @@ async def test_missing_products_odd_ids_and_an_empty_jsonld(shop: Shop) -> None:
             FieldWrite(FieldRef(number, SEO), "Old title", {"an": "object"}),
         ]
     )
-    assert [r.outcome for r in results] == ["failed", "failed", "unsupported", "failed"]
+    # No metafield to empty: the store holds nothing already, without a call.
+    assert [r.outcome for r in results] == ["failed", "failed", "applied", "failed"]
     assert results[0].status == 404
     assert shop.count("WriterProductUpdate") == 0
+    assert shop.count("WriterMetafieldsDelete") == 0
     assert shop.truth(number)["seo"]["title"] == "Old title"
 
 
@@ -475,3 +478,80 @@ async def test_a_bulk_apply_of_hundreds_is_paced_never_throttled(shop: Shop) -> 
     assert shop.truth(numbers[-1])["seo"]["title"] == f"New {numbers[-1]}"
     after = await adapter.read_fields(refs[-1:])
     assert after[refs[-1]] == {"id": numbers[-1]}
+
+
+# -- emptying the JSON-LD: metafieldsDelete --------------------------------------------------------
+
+
+@pytest.mark.parametrize("empty", [None, {}, ""])
+async def test_an_empty_jsonld_deletes_the_metafield(shop: Shop, empty: Any) -> None:
+    """What a rollback of a first-time JSON-LD write sends (the old value: nothing): the
+    metafield goes, without moving the product's updatedAt or firing a webhook."""
+    numbers = [shop.new_product() for _ in range(2)]
+    adapter = shop.adapter()
+    refs = [FieldRef(n, JSONLD) for n in numbers]
+    documents = [{"@type": "Product", "name": f"ours {n}"} for n in numbers]
+    written = await adapter.write_fields(
+        [FieldWrite(r, None, d) for r, d in zip(refs, documents, strict=True)]
+    )
+    assert [r.outcome for r in written] == ["applied", "applied"], written
+    updated = [shop.truth(n)["updatedAt"] for n in numbers]
+    hooks = (await shop.stats())["webhooks"]
+    results = await adapter.write_fields(
+        [FieldWrite(r, d, empty) for r, d in zip(refs, documents, strict=True)]
+    )
+    assert [r.outcome for r in results] == ["applied", "applied"], results
+    assert [shop.metafield(n) for n in numbers] == [None, None]
+    assert await adapter.read_fields(refs) == dict.fromkeys(refs)
+    assert shop.count("WriterMetafieldsDelete") == 1  # both in one call
+    assert [shop.truth(n)["updatedAt"] for n in numbers] == updated
+    assert (await shop.stats())["webhooks"] == hooks
+    # Emptied twice: nothing left to delete, no call.
+    (again,) = await adapter.write_fields([FieldWrite(refs[0], None, empty)])
+    assert again.outcome == "applied"
+    assert shop.count("WriterMetafieldsDelete") == 1
+
+
+async def test_emptying_a_jsonld_the_merchant_changed_is_a_conflict(shop: Shop) -> None:
+    number = shop.new_product()
+    ref = FieldRef(number, JSONLD)
+    theirs = '{"@type":"Product","name":"theirs"}'
+    shop.set_metafield(number, theirs)
+    (result,) = await shop.adapter().write_fields([FieldWrite(ref, {"name": "ours"}, None)])
+    assert result.outcome == "conflict", result
+    assert result.current == json.loads(theirs)
+    metafield = shop.metafield(number)
+    assert metafield is not None and metafield["value"] == theirs  # not deleted
+    assert shop.count("WriterMetafieldsDelete") == 0
+
+
+async def test_the_simulator_s_metafields_delete(shop: Shop) -> None:
+    """Shopify's documented answers: a metafield that is not there is a null entry, not an
+    error; an owner that does not exist is a userErrors entry and nothing is deleted."""
+    number = shop.new_product()
+    shop.set_metafield(number, '{"name":"x"}')
+    owner = f"gid://shopify/Product/{number}"
+    other = shop.new_product()
+
+    async def delete(*identifiers: dict[str, str]) -> dict[str, Any]:
+        answer = await shop.control.post(
+            "/admin/api/2026-07/graphql.json",
+            headers={"X-Shopify-Access-Token": shop.sim.access_token},
+            json={"query": queries.METAFIELDS_DELETE, "variables": {"metafields": identifiers}},
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        assert "errors" not in body, body
+        payload: dict[str, Any] = body["data"]["metafieldsDelete"]
+        return payload
+
+    ours = {"ownerId": owner, "namespace": JSONLD_NAMESPACE, "key": JSONLD_KEY}
+    refused = await delete(ours, {**ours, "ownerId": "gid://shopify/Product/987654321"})
+    assert refused["deletedMetafields"] is None
+    assert refused["userErrors"] == [
+        {"field": ["metafields", "1", "ownerId"], "message": "Owner does not exist."}
+    ]
+    assert shop.metafield(number) is not None  # all or nothing
+    done = await delete(ours, {**ours, "ownerId": f"gid://shopify/Product/{other}"})
+    assert done == {"deletedMetafields": [ours, None], "userErrors": []}
+    assert shop.metafield(number) is None

@@ -538,3 +538,16 @@ DOCUMENTS = {
     "FILE_UPDATE": (FILE_UPDATE, {}),
     "METAFIELDS_SET": (METAFIELDS_SET, {}),
 }
+
+#: Empties the JSON-LD: a `json` metafield cannot hold nothing, so it is deleted. The input has
+#: no `compareDigest` (the writer compares with its batched read just before).
+METAFIELDS_DELETE = """
+mutation WriterMetafieldsDelete($metafields: [MetafieldIdentifierInput!]!) {
+  metafieldsDelete(metafields: $metafields) {
+    deletedMetafields { ownerId namespace key }
+    userErrors { field message }
+  }
+}
+"""
+
+DOCUMENTS = {**DOCUMENTS, "METAFIELDS_DELETE": (METAFIELDS_DELETE, {})}

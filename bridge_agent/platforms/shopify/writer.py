@@ -8,6 +8,7 @@ Where each field lives, and the mutation that writes it (every document in `quer
 | `description_html` | the product's `descriptionHtml` | `productUpdate` |
 | `image_alt` (`FieldRef.image`: the MediaImage's number) | the file's `alt` | `fileUpdate` |
 | `jsonld` | the product metafield `bridge.jsonld`, type `json` | `metafieldsSet` |
+| `jsonld` emptied (None, `""` or `{}`) | the same metafield, deleted | `metafieldsDelete` |
 
 `productUpdate` takes the `product:` argument (`ProductUpdateInput`), never the deprecated
 `input:`, which has been seen answering success without applying anything; one call per product,
@@ -39,10 +40,15 @@ error, the throttle given up) is `failed` for its writes with the status and mes
 outcome is unknown (a cut connection, a 5xx after the body was sent) is never sent again: the
 products are read back and a field holding the written value is `applied`.
 
-**Not written**: an empty JSON-LD (a `json` metafield cannot hold nothing: deleting it is
-`metafieldsDelete`, which has no `compareDigest`) is `unsupported`. ALT text lives on the file:
-a file shown by other products changes for them too, as the downstream engine knows from its
-mirror (`alt_shared_attachments`).
+**Emptying the JSON-LD** (a rollback of a first-time write sends the old value, None): a `json`
+metafield cannot hold nothing, so it is deleted with `metafieldsDelete` (up to
+`METAFIELDS_PER_CALL` a call). That mutation has no `compareDigest`: the conflict check is the
+batched read just before (the metafield must still hold the hub's `expected`), so a change in
+the few milliseconds between that read and the delete is lost; a store that holds no metafield
+already is `applied` without a call.
+
+ALT text lives on the file: a file shown by other products changes for them too, as the
+downstream engine knows from its mirror (`alt_shared_attachments`).
 """
 
 from __future__ import annotations
@@ -142,6 +148,7 @@ class ShopifyWriter:
         updates: dict[str, list[_Item]] = {}
         files: list[_Item] = []
         metafields: list[_Item] = []
+        deletes: list[_Item] = []
         for n, write in enumerate(writes):
             stored = products.get(_key(write.ref.product))
             decided = _check(write, stored)
@@ -155,6 +162,16 @@ class ShopifyWriter:
                 alt = "" if write.value is None else write.value  # null would leave it as is
                 item.body = {"id": gid("MediaImage", str(write.ref.image)), "alt": alt}
                 files.append(item)
+            elif kind is WriteField.JSONLD and _empty_jsonld(write.value):
+                if stored.digest is None:  # nothing to delete: the store holds nothing already
+                    results[n] = WriteResult(write.ref, "applied")
+                    continue
+                item.body = {
+                    "ownerId": gid("Product", stored.id),
+                    "namespace": JSONLD_NAMESPACE,
+                    "key": JSONLD_KEY,
+                }
+                deletes.append(item)
             elif kind is WriteField.JSONLD:
                 item.body = {
                     "ownerId": gid("Product", stored.id),
@@ -178,6 +195,10 @@ class ShopifyWriter:
         calls += [
             self._attempt(part, self._send_metafields, results, doubt)
             for part in _chunks(metafields, queries.METAFIELDS_PER_CALL)
+        ]
+        calls += [
+            self._attempt(part, self._send_deletes, results, doubt)
+            for part in _chunks(deletes, queries.METAFIELDS_PER_CALL)
         ]
         await asyncio.gather(*calls)
         await self._read_back(writes, results, doubt)
@@ -297,6 +318,14 @@ class ShopifyWriter:
             queries.METAFIELDS_SET, {"metafields": [i.body for i in items]}
         )
         return _indexed(_payload(data, "metafieldsSet"), "metafields")
+
+    async def _send_deletes(self, items: list[_Item]) -> list[_Refusal]:
+        data = await self.client.mutate(
+            queries.METAFIELDS_DELETE, {"metafields": [i.body for i in items]}
+        )
+        # A null in `deletedMetafields` is a metafield already gone: the store holds nothing,
+        # which is what the write asked.
+        return _indexed(_payload(data, "metafieldsDelete"), "metafields")
 
     async def _read_back(
         self,
@@ -479,12 +508,6 @@ def _check(write: FieldWrite, stored: _Stored | None) -> WriteResult | None:
         return WriteResult(ref, "failed", message=f"{ref.field} must be text, not {kind}")
     if ref.field is WriteField.IMAGE_ALT and (ref.image is None or not _digits(ref.image)):
         return WriteResult(ref, "failed", message="image_alt needs the image's (MediaImage) id")
-    if ref.field is WriteField.JSONLD and (write.value is None or write.value == ""):
-        return WriteResult(
-            ref,
-            "unsupported",
-            message="an empty JSON-LD is not written: a json metafield cannot hold nothing",
-        )
     if stored is None:
         return WriteResult(ref, "failed", 404, f"product {ref.product} does not exist")
     if ref.field is WriteField.IMAGE_ALT and _key(ref.image or "") not in stored.media:
@@ -537,10 +560,15 @@ def _jsonld_value(raw: str | None) -> Any:
 def _same(kind: WriteField, current: Any, other: Any) -> bool:
     """Whether the store's value is `other` (empty and None are the same: nothing)."""
     if kind is WriteField.JSONLD:
-        if other is None or other == "":
+        if _empty_jsonld(other):
             return current is None
         return bool(current == _jsonld_value(_jsonld_text(other)))
     return _text(current) == _text(other)
+
+
+def _empty_jsonld(value: Any) -> bool:
+    """Whether a JSON-LD to write means "no JSON-LD" (the metafield is deleted)."""
+    return value is None or value == "" or (isinstance(value, Mapping) and not value)
 
 
 def _payload(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

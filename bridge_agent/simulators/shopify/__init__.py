@@ -19,7 +19,8 @@ What it models, each with its platforms.md section:
 - webhooks subscribed through GraphQL, REST-shaped payloads, `X-Shopify-*` headers, base64
   HMAC-SHA256 with the client secret, retries of the original payload on the clock,
   duplicates and reordering as faults (2.7; `webhooks.py`);
-- `productUpdate`, `fileUpdate`, `metafieldsSet` with `userErrors` (2.9; `mutations.py`);
+- `productUpdate`, `fileUpdate`, `metafieldsSet`, `metafieldsDelete` with `userErrors` (2.9;
+  `mutations.py`);
 - faults, latency, a truth dump and a mutation API like the WooCommerce simulator's
   (`control.py`, `settings.py`, with the shared `simulators/core`).
 

@@ -12,7 +12,12 @@
   size check), upsert by owner + namespace + key, atomic (one bad element and nothing is
   written: `userErrors` with `elementIndex`), `compareDigest` for compare-and-set (a stale
   digest, or an explicit null for a metafield that exists, is `STALE_OBJECT`). Metafield writes
-  do not move the product's `updatedAt` and fire no product webhook.
+  do not move the product's `updatedAt` and fire no product webhook;
+- `metafieldsDelete(metafields: [{ownerId, namespace, key}])`: deletes by owner + namespace +
+  key; a metafield that is not there is no error (its entry in `deletedMetafields` is null, as
+  Shopify documents); an owner that is not a product or variant is a `userErrors` entry naming
+  its input and nothing is deleted. No compare-and-set (the input has no `compareDigest`), no
+  `updatedAt` bump and no webhook, as for `metafieldsSet`.
 """
 
 from __future__ import annotations
@@ -216,3 +221,32 @@ def metafields_set(_: Any, args: dict[str, Any], ctx: Context) -> dict[str, Any]
     for owner, *_ in plan:
         catalog.index(owner if owner["__typename"] == "Product" else owner["product"])
     return {"metafields": written, "userErrors": []}
+
+
+@resolver("Mutation", "metafieldsDelete")
+def metafields_delete(_: Any, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = args["metafields"]
+    catalog = ctx.sim.catalog
+    errors: list[dict[str, Any]] = []
+    plan: list[tuple[Record, dict[str, Any]]] = []
+    for i, item in enumerate(inputs):
+        owner = catalog.record(str(item["ownerId"])) if parse_gid(item["ownerId"]) else None
+        if owner is None or owner.get("__typename") not in ("Product", "ProductVariant"):
+            errors.append(_user_error(["metafields", str(i), "ownerId"], "Owner does not exist."))
+            continue
+        plan.append((owner, item))
+    if errors:
+        return {"deletedMetafields": None, "userErrors": errors}
+    deleted: list[dict[str, Any] | None] = []
+    for owner, item in plan:
+        fields: list[Record] = owner.setdefault("_metafields", [])
+        namespace, key = item["namespace"], item["key"]
+        found = next((f for f in fields if f["namespace"] == namespace and f["key"] == key), None)
+        if found is None:
+            deleted.append(None)
+            continue
+        fields.remove(found)
+        # node(id:) must not find it any more (the catalog indexes records by global id).
+        catalog._by_gid.pop(found["id"], None)
+        deleted.append({"ownerId": owner["id"], "namespace": namespace, "key": key})
+    return {"deletedMetafields": deleted, "userErrors": []}
