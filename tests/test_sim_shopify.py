@@ -881,3 +881,18 @@ def test_cli_accepts_shopify() -> None:
 
     args = _parser().parse_args(["simulate", "shopify", "--products", "5", "--port", "0"])
     assert args.platform == "shopify"
+
+
+async def test_image_urls_point_at_the_simulator_itself(shop: Shop) -> None:
+    # The agent checks image URLs (HEAD): they must never point off this machine.
+    urls = [
+        m["image"]["url"]
+        for p in shop.sim.truth()
+        for m in p["media"]
+        if isinstance(m, dict) and m.get("image")
+    ]
+    assert urls
+    assert all(u.startswith(f"{shop.url}/cdn/shop/") for u in urls), urls[:3]
+    async with httpx.AsyncClient(timeout=10) as client:
+        answers = [(await client.head(u)).status_code for u in urls[:20]]
+    assert set(answers) <= {200, 404} and 200 in answers

@@ -31,7 +31,8 @@ from bridge_agent.simulators.shopify import control
 from bridge_agent.simulators.shopify.control import SIM
 from bridge_agent.simulators.shopify.model import encode
 from bridge_agent.simulators.shopify.schema import API_VERSION
-from bridge_agent.simulators.shopify.sim import ShopifySimulator
+from bridge_agent.simulators.shopify.sim import IMAGE_PATH, ShopifySimulator
+from bridge_agent.simulators.woocommerce import uploads
 
 TICK_SECONDS = 0.05
 _FAULT_BODIES = {
@@ -53,6 +54,9 @@ def make_app(sim: ShopifySimulator) -> web.Application:
     app[SIM] = sim
     app.router.add_post("/admin/api/{version}/graphql.json", graphql)
     app.router.add_get("/bulk/{token}.jsonl", bulk_file)
+    # The product images, sized from their path like the WooCommerce simulator's uploads (a
+    # few missing, a few oversized), so the agent's image checks stay on this machine.
+    app.router.add_get(IMAGE_PATH + "/{tail:.+}", uploads.upload)
     control.add_routes(app)
     app.cleanup_ctx.append(_ticker)
     return app
@@ -172,6 +176,7 @@ async def serve(
             scheme = "https" if ssl_context else "http"
             name = f"[{host}]" if ":" in host else host
             sim.shop_url = f"{scheme}://{name}:{actual}"
+            sim.catalog.move_images(sim.shop_url + IMAGE_PATH)
 
     await serve_app(make_app(sim), host, port, bound=bound, ready=ready, ssl_context=ssl_context)
 

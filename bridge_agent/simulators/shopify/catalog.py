@@ -76,6 +76,19 @@ class Catalog:
         self.listeners: list[Listener] = []
         self._by_gid: dict[str, Record] = {}
 
+    def move_images(self, origin: str) -> None:
+        """Serve the images from `origin` (the simulator's own address, once it listens): every
+        image URL made with the old origin is rewritten, and new ones use the new origin. The
+        agent checks image URLs; they must never point off this machine."""
+        old, self.image_origin = self.image_origin, origin
+        for product in self.products.values():
+            for media in product["_media"]:
+                image = media["image"]
+                for key in ("url", "src", "originalSrc", "transformedSrc"):
+                    value = image.get(key)
+                    if isinstance(value, str) and value.startswith(old):
+                        image[key] = origin + value[len(old) :]
+
     # -- indexes ----------------------------------------------------------------------------------
 
     def index(self, product: Record) -> None:

@@ -31,6 +31,7 @@ from bridge_agent.simulators.shopify.webhooks import Dispatcher
 # Generated dates end here, so the same seed gives the same truth whatever the date today.
 DEFAULT_EPOCH = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 PLACEHOLDER_URL = "http://shop.example"
+IMAGE_PATH = "/cdn/shop"  # where the simulator serves its product images (`app.py`)
 
 
 class SimError(LookupError):
@@ -63,7 +64,10 @@ class ShopifySimulator:
         self.faults: Faults = self.settings
         self.rng = random.Random(seed * 7919 + 23)  # faults, latency jitter, webhook timing
         self.catalog = Catalog(
-            shop_domain=self.shop_domain, image_origin="https://cdn.shopify.com/s"
+            # Until the simulator listens (`app.serve` moves them to its own address): a
+            # reserved name that never resolves, so no image URL points off this machine.
+            shop_domain=self.shop_domain,
+            image_origin=f"{self.shop_url}{IMAGE_PATH}",
         )
         self.bucket = Bucket(self.clock, self.settings)
         self.executor = Executor()
