@@ -185,14 +185,22 @@ class Sim:
     info: dict[str, Any]
     ready_s: float  # process start -> /__sim/info answered (catalog generated, cache warm)
 
-    def connection(self) -> str:
-        """The `[[stores]]` lines that point the agent at this simulator (URL and credentials)."""
+    def connection(self, *, webhooks: bool = False) -> str:
+        """The `[[stores]]` lines that point the agent at this simulator (URL and credentials);
+        `webhooks` adds the key deliveries are signed with (Shopify: the app's client secret)."""
         if self.platform == "woocommerce":
             return (
                 f'url = "{self.info["site_url"]}"\n'
                 f'consumer_key = "{self.info["consumer_key"]}"\n'
                 f'consumer_secret = "{self.info["consumer_secret"]}"\n'
             )
+        if self.platform == "shopify":
+            lines = (
+                f'url = "{self.info["shop_url"]}"\naccess_token = "{self.info["access_token"]}"\n'
+            )
+            if webhooks:
+                lines += f'webhook_secret = "{self.info["client_secret"]}"\n'
+            return lines
         raise ValueError(f"no agent configuration for the {self.platform} simulator")
 
 
@@ -219,13 +227,24 @@ def simulator(
 
 
 def write_agent_config(
-    workdir: Path, sim: Sim, *, agent_id: str, store_id: str, hub_url: str, token: str, store: str
+    workdir: Path,
+    sim: Sim,
+    *,
+    agent_id: str,
+    store_id: str,
+    hub_url: str,
+    token: str,
+    store: str,
+    webhook_port: int | None = None,
+    webhooks: bool = False,
 ) -> Path:
     """`<workdir>/agent.toml` (mode 0600) for one store on `sim`, state in `<workdir>/state`.
 
     The hub token goes to a file beside it (as in production, never inline); health and webhook
-    listeners take free loopback ports. `store` holds the store's further settings, one per line
-    (concurrency, intervals, ...), after its id, platform and connection.
+    listeners take free loopback ports (the webhook listener `webhook_port` when given, so a
+    `webhook_url` in `store` can name it). `store` holds the store's further settings, one per
+    line (concurrency, intervals, ...), after its id, platform and connection (with the webhook
+    secret when `webhooks`).
     """
     token_file = workdir / "agent-hub-token"
     token_file.write_text(token, encoding="utf-8")
@@ -244,12 +263,12 @@ token_file = "agent-hub-token"
 listen = "127.0.0.1:{free_port()}"
 
 [webhooks]
-listen = "127.0.0.1:{free_port()}"
+listen = "127.0.0.1:{webhook_port or free_port()}"
 
 [[stores]]
 id = "{store_id}"
 platform = "{sim.platform}"
-{sim.connection()}{store}"""
+{sim.connection(webhooks=webhooks)}{store}"""
     path = workdir / "agent.toml"
     path.write_text(config, encoding="utf-8")
     path.chmod(0o600)
