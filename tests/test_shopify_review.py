@@ -514,3 +514,28 @@ async def test_a_bulk_snapshot_never_overwrites_a_later_live_read(
             await state.record([Change("main", p.id, p, "import", observed) for p in page.products])
         held, _hash = (await state.mirror_products("main", [product_id]))[product_id]
         assert held.variants[0].stock_quantity == 0  # the live read stands
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://acme.myshopify.com", "https://"),
+        ("https://user:pw@acme.myshopify.com", "user:password@"),
+        ("https://acme.myshopify.com/admin", "origin only"),
+        ("https://acme.myshopify.com/?x=1", "?query"),
+        ("ftp://acme.myshopify.com", "http:// or https://"),
+    ],
+)
+def test_the_shop_url_follows_the_shared_url_rules(url: str, problem: str) -> None:
+    """The shop's URL is checked by the rules every store URL shares (config.url_problems)."""
+    from bridge_agent.config import Secret, StoreSettings  # noqa: PLC0415
+    from bridge_agent.errors import ConfigError  # noqa: PLC0415
+    from bridge_agent.platforms.shopify.settings import ShopifySettings  # noqa: PLC0415
+
+    store = StoreSettings(
+        id="main", platform="shopify", url=url, secrets={"access_token": Secret("shpat_x")}
+    )
+    with pytest.raises(ConfigError) as caught:
+        ShopifySettings.from_store(store)
+    assert problem in str(caught.value)
+    assert "pw" not in str(caught.value)  # a credential is never quoted

@@ -49,8 +49,10 @@ from bridge_agent.config.values import (
     FrozenMap,
     Listen,
     Secret,
+    bounded_integer,
     parse_duration,
     redact,
+    url_problems,
 )
 
 __all__ = [
@@ -76,6 +78,7 @@ __all__ = [
     "StoreFilters",
     "StoreSettings",
     "WebhookSettings",
+    "bounded_integer",
     "default_config_path",
     "installed_platforms",
     "is_secret_key",
@@ -84,4 +87,5 @@ __all__ = [
     "platform_adapter",
     "redact",
     "settings_spec_of",
+    "url_problems",
 ]

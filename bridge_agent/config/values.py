@@ -264,6 +264,18 @@ def url_problems(text: str, *, https_unless_loopback: bool) -> list[str]:
     return problems
 
 
+def bounded_integer(value: Any, key: str, minimum: int, maximum: int, problems: list[str]) -> int:
+    """`value` as an integer from `minimum` to `maximum`; a problem (and the nearest bound) for
+    anything else. For settings built by hand (tests, the demo), which the loader never saw."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{key} must be an integer, got {type(value).__name__}")
+        return minimum
+    if not minimum <= value <= maximum:
+        problems.append(f"{key} must be from {minimum} to {maximum}, got {value}")
+        return max(minimum, min(maximum, value))
+    return value
+
+
 def is_loopback(host: str) -> bool:
     """`localhost`, or an IPv4 or IPv6 loopback address."""
     if host.lower() == "localhost":

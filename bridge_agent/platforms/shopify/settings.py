@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bridge_agent.config import FrozenMap, OptionSpec, PlatformSpec, Secret
+from bridge_agent.config import (
+    FrozenMap,
+    OptionSpec,
+    PlatformSpec,
+    Secret,
+    bounded_integer,
+    url_problems,
+)
 from bridge_agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,7 +44,6 @@ API_VERSION = "2026-07"
 #: Connections take `first` up to 250 (Shopify's cap on list arguments).
 MAX_PAGE_SIZE = 250
 DEFAULT_PAGE_SIZE = 100
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 SETTINGS = PlatformSpec(
     secrets=("access_token",),
@@ -101,8 +107,8 @@ class ShopifySettings:
         label = f"[[stores]] {settings.id!r}"
         problems: list[str] = []
         base_url = _check_url(settings.url, problems)
-        concurrency = _integer(settings.concurrency, "concurrency", 1, 64, problems)
-        images_max = _integer(
+        concurrency = bounded_integer(settings.concurrency, "concurrency", 1, 64, problems)
+        images_max = bounded_integer(
             settings.images_max_per_product, "images_max_per_product", 0, 1000, problems
         )
         secrets: Mapping[str, Any] = settings.secrets
@@ -134,35 +140,12 @@ class ShopifySettings:
 
 
 def _check_url(url: str, problems: list[str]) -> str:
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        problems.append(f"url {url!r} is not a valid URL")
-        return url
-    if parts.username is not None or parts.password is not None:
-        problems.append("url must not contain user:password@ (the token is access_token)")
-        return ""
-    if parts.scheme not in ("http", "https") or not host:
-        problems.append(f"url must be the shop's https:// admin origin, got {url!r}")
-    elif parts.scheme == "http" and host not in _LOOPBACK:
-        problems.append(
-            f"url must be https:// (the access token travels in a header); plain http is only "
-            f"for a loopback host, got {url!r}"
-        )
-    if parts.query or parts.fragment or parts.path.strip("/"):
+    """The shop's admin origin: the shared URL rules (https unless loopback: the access token
+    travels in a header; never a user:password@), and an origin only (no path, query)."""
+    found = url_problems(url, https_unless_loopback=True)
+    problems += [f"url {problem}" for problem in found]
+    if not found and urlsplit(url).path.strip("/"):
         problems.append(
             f"url {url!r} must be the shop's origin only, e.g. https://acme.myshopify.com"
         )
     return url.rstrip("/")
-
-
-def _integer(value: Any, key: str, minimum: int, maximum: int, problems: list[str]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"{key} must be an integer, got {type(value).__name__}")
-        return minimum
-    if not minimum <= value <= maximum:
-        problems.append(f"{key} must be from {minimum} to {maximum}, got {value}")
-        return max(minimum, min(maximum, value))
-    return value

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bridge_agent.config import FrozenMap, OptionSpec, PlatformSpec, Secret
+from bridge_agent.config import FrozenMap, OptionSpec, PlatformSpec, Secret, bounded_integer
 from bridge_agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -103,8 +103,8 @@ class WooSettings:
         problems: list[str] = []
 
         base_url = _check_url(settings.url, problems)
-        concurrency = _integer(settings.concurrency, "concurrency", 1, 64, problems)
-        images_max = _integer(
+        concurrency = bounded_integer(settings.concurrency, "concurrency", 1, 64, problems)
+        images_max = bounded_integer(
             settings.images_max_per_product, "images_max_per_product", 0, 1000, problems
         )
         # The platform keys: by the spec the loader checked the file with (the one definition).
@@ -153,13 +153,3 @@ def _check_url(url: str, problems: list[str]) -> str:
     if parts.query or parts.fragment:
         problems.append(f"url {url!r} must not have a ?query or #fragment")
     return url.rstrip("/")
-
-
-def _integer(value: Any, key: str, minimum: int, maximum: int, problems: list[str]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"{key} must be an integer, got {type(value).__name__}")
-        return minimum
-    if not minimum <= value <= maximum:
-        problems.append(f"{key} must be from {minimum} to {maximum}, got {value}")
-        return max(minimum, min(maximum, value))
-    return value
