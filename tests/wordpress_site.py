@@ -21,6 +21,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -251,6 +252,9 @@ require_once ABSPATH . 'wp-settings.php';
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=env,
+                # A group of its own: PHP_CLI_SERVER_WORKERS forks workers that outlive a
+                # terminated master (they piled up across runs); stop() ends the whole group.
+                start_new_session=True,
             )
         )
         deadline = time.monotonic() + 30
@@ -266,12 +270,13 @@ require_once ABSPATH . 'wp-settings.php';
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            process.terminate()
+            _signal(process, signal.SIGTERM)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal(process, signal.SIGKILL)
                 process.wait()
+            _signal(process, signal.SIGKILL)  # whatever of its group is left (PHP's workers)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -299,3 +304,14 @@ require_once ABSPATH . 'wp-settings.php';
 
     def value(self, op: dict[str, Any]) -> Any:
         return self.ops(op).value[0]
+
+
+def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal a process's own group when it leads one (the web server), else the process."""
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # gone already
