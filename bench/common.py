@@ -9,6 +9,7 @@ scripts in this folder (run as `python bench/<name>.py`, which puts this folder 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import http.client
@@ -18,12 +19,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+from aiohttp import web
 
 READY_TIMEOUT = 30.0  # seconds for a simulator to answer, on top of its catalog generation
 
@@ -337,3 +341,95 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, time
         conn.close()
         time.sleep(0.05)
     raise RuntimeError(f"hub not healthy on port {port} after {timeout:.0f} s")
+
+
+# -- a counting reverse proxy --------------------------------------------------------------------
+
+# Headers that belong to one hop (RFC 9110 7.6.1), or that aiohttp sets itself from the body.
+HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
+     "content-length", "proxy-connection"}
+)  # fmt: skip
+
+
+class LoopbackProxy:
+    """A reverse proxy on a free loopback port that forwards to `upstream` and lets a subclass
+    count what passed (`observe`): what benchmarks put between the agent and a server that does
+    not count what they need (bytes per hub route, GraphQL operations and their cost).
+
+    It runs its own event loop in a thread, so the benchmark's blocking calls (a CLI command,
+    reading /proc) never hold up the agent's requests. Bodies are read whole and forwarded as
+    they came (answers too, undecoded); a connection error upstream (the server gone at
+    shutdown) answers 502. A long poll still waiting upstream when the proxy stops is an orphan
+    (the agent is stopped first), so shutting down never waits for it.
+    """
+
+    name = "proxy"
+    max_body = 256 * 1024 * 1024
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()  # subclasses count under it
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        if not self._ready.wait(15) or self._failed is not None:
+            raise RuntimeError(f"the {self.name} did not start: {self._failed!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def observe(self, request: web.Request, body: bytes, reply: bytes) -> None:
+        """One forwarded request with its body and the upstream's answer (override)."""
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by __enter__ if it happens at start-up
+            self._failed = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)  # long polls wait long
+        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+            self._session = session
+            app = web.Application(client_max_size=self.max_body)
+            app.router.add_route("*", "/{tail:.*}", self._forward)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_HEADERS]
+        try:
+            async with self._session.request(
+                request.method, self.upstream + request.raw_path, data=body or None, headers=headers
+            ) as upstream:
+                reply = await upstream.read()
+                status = upstream.status
+                out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS]
+        except aiohttp.ClientError as exc:  # the server is gone (at shutdown)
+            return web.Response(status=502, text=f"{self.name}: {exc}")
+        self.observe(request, body, reply)
+        response = web.Response(body=reply, status=status)
+        for key, value in out:
+            response.headers.add(key, value)
+        return response

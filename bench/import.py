@@ -86,16 +86,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 from aiohttp import web
 from common import (
+    LoopbackProxy,
     Sim,
     agent_command,
     cpu_seconds,
@@ -122,11 +121,6 @@ POLL_S = 0.1  # how often the state directory is read
 TARGET_RATIO = 1.3
 TARGET_RSS_MB = 80.0
 REST = "/wp-json/"
-# Headers that belong to one hop (RFC 9110 7.6.1), or that aiohttp sets itself from the body.
-HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-     "content-length", "proxy-connection"}
-)  # fmt: skip
 
 
 def reset_peak_rss(pid: int) -> bool:
@@ -569,7 +563,7 @@ def find_key(value: Any, key: str) -> Any:
     return None
 
 
-class GraphQLProxy:
+class GraphQLProxy(LoopbackProxy):
     """A reverse proxy on a free loopback port in front of the Shopify simulator, counting the
     agent's GraphQL requests by operation name (the simulator counts by route only).
 
@@ -579,79 +573,24 @@ class GraphQLProxy:
     Shopify's storage, not the Admin API, and is counted from the simulator's routes instead).
     """
 
+    name = "GraphQL proxy"
+    max_body = 64 * 1024 * 1024
+
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(upstream)
         self._ops: dict[str, Operation] = {}
         self.object_count = 0  # the last objectCount a bulk operation poll reported
         # (perf_counter, currentlyAvailable) of every answer: how full the bucket was while the
         # agent had work queued tells whether the cost limit or the agent set the pace.
         self.levels: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._failed: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="graphql-proxy", daemon=True)
-
-    def __enter__(self) -> GraphQLProxy:
-        self._thread.start()
-        if not self._ready.wait(15) or self._failed is not None:
-            raise RuntimeError(f"the GraphQL proxy did not start: {self._failed!r}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
 
     def snapshot(self) -> dict[str, Operation]:
         with self._lock:
             return {k: dataclasses.replace(v) for k, v in self._ops.items()}
 
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported by __enter__ if it happens at start-up
-            self._failed = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-            self._session = session
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_route("*", "/{tail:.*}", self._forward)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-            self._ready.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_HEADERS]
-        try:
-            async with self._session.request(
-                request.method, self.upstream + request.raw_path, data=body or None, headers=headers
-            ) as upstream:
-                reply = await upstream.read()
-                status = upstream.status
-                out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS]
-        except aiohttp.ClientError as exc:  # the simulator is gone (at shutdown)
-            return web.Response(status=502, text=f"GraphQL proxy: {exc}")
+    def observe(self, request: web.Request, body: bytes, reply: bytes) -> None:
         if request.path.endswith(GRAPHQL):
             self._count(operation_of(body), reply)
-        response = web.Response(body=reply, status=status)
-        for key, value in out:
-            response.headers.add(key, value)
-        return response
 
     def _count(self, name: str, reply: bytes) -> None:
         try:

@@ -66,20 +66,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 from aiohttp import web
 from common import (
+    LoopbackProxy,
     Sim,
     agent_command,
     cpu_seconds,
-    free_port,
     hub_process,
     memory_mb,
     process,
@@ -99,12 +97,6 @@ AGENT_ID = "bench-verify"
 STORE_ID = "main"
 POLL_S = 0.1  # how often the state directory is read
 REST = "/wp-json/"
-# Headers that belong to one hop (RFC 9110 7.6.1), or that aiohttp sets itself from the body.
-HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-     "content-length", "proxy-connection"}
-)  # fmt: skip
-
 
 # -- /proc ---------------------------------------------------------------------------------------
 
@@ -149,7 +141,7 @@ def route_of(method: str, path: str) -> str:
     return f"{method} {'/'.join(parts)}"
 
 
-class CountingProxy:
+class CountingProxy(LoopbackProxy):
     """A reverse proxy on a free loopback port that forwards to `upstream` and counts bytes.
 
     It runs its own event loop in a thread, so the benchmark's blocking calls (the `verify`
@@ -159,84 +151,26 @@ class CountingProxy:
     sends.
     """
 
+    name = "counting proxy"
+
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(upstream)
         self._counts: dict[str, Traffic] = {}
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._failed: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="counting-proxy", daemon=True)
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        if not self._ready.wait(15) or self._failed is not None:
-            raise RuntimeError(f"the counting proxy did not start: {self._failed!r}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
 
     def snapshot(self) -> dict[str, Traffic]:
         with self._lock:
             return {k: dataclasses.replace(v) for k, v in self._counts.items()}
 
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported by __enter__ if it happens at start-up
-            self._failed = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)  # long polls wait long
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-            self._session = session
-            app = web.Application(client_max_size=256 * 1024 * 1024)
-            app.router.add_route("*", "/{tail:.*}", self._forward)
-            # The agent is stopped before the proxy: a long poll still waiting upstream is an
-            # orphan, so shutting down does not wait out its minute.
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-            self._ready.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+    def observe(self, request: web.Request, body: bytes, reply: bytes) -> None:
         version = request.version
         head = len(f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}\r\n")
         head += sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_HEADERS]
-        try:
-            async with self._session.request(
-                request.method, self.upstream + request.raw_path, data=body or None, headers=headers
-            ) as upstream:
-                reply = await upstream.read()
-                status = upstream.status
-                out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS]
-        except aiohttp.ClientError as exc:  # the hub is gone (at shutdown): the agent retries
-            return web.Response(status=502, text=f"counting proxy: {exc}")
         with self._lock:
             counts = self._counts.setdefault(route_of(request.method, request.path), Traffic())
             counts.requests += 1
             counts.body += len(body)
             counts.head += head
             counts.reply += len(reply)
-        response = web.Response(body=reply, status=status)
-        for key, value in out:
-            response.headers.add(key, value)
-        return response
 
 
 def traffic_between(before: dict[str, Traffic], after: dict[str, Traffic]) -> dict[str, Traffic]:
