@@ -21,22 +21,34 @@ the outbox is empty. The store's `due`/`settle` and the hub round trip are timed
 cheap built-in profile), and the CPU time of both processes is read, so a slow figure says where its
 time went.
 
+`--profile DIR` adds a deterministic profile of the shipping phases (cProfile timed by each
+thread's CPU clock, every thread of both processes): `DIR/agent.prof` (the event loop and the
+state-store thread, only while a phase drains) and `DIR/hub.prof` (the whole hub process: its
+loop, decoder and database threads; it idles while the agent records), and prints the costliest
+functions per delta of both sides. CPU time per delta is far less noisy than deltas/s on a shared
+machine; the profiler itself roughly doubles the CPU time, so compare profiles with profiles.
+
 A benchmark prints, it never asserts timing. Run from the repository root:
 
     uv run python bench/ship.py [--products N] [--batch-items K] [--in-flight F] [--seed S]
+                                [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import dataclasses
 import math
 import os
 import platform
+import pstats
+import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +79,27 @@ WIRE_BATCH = 10  # items in the multi-item body of the wire-size probe (fixarray
 
 
 class TimedStore(StateStore):
-    """The state store with the time spent in `due` and `settle` added up (wall seconds)."""
+    """The state store with the time spent in `due` and `settle` added up (wall seconds), and
+    its thread's work profiled while `profiler` is set (`--profile`)."""
 
     due_s = 0.0
     settle_s = 0.0
+    profiler: cProfile.Profile | None = None  # enabled around each call on the store's thread
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        profiler = self.profiler
+        if profiler is None:
+            return await super()._run(fn, *args)
+
+        def profiled(*args: Any) -> Any:
+            assert profiler is not None
+            profiler.enable()
+            try:
+                return fn(*args)
+            finally:
+                profiler.disable()
+
+        return await super()._run(profiled, *args)
 
     async def due(self, limit: int) -> list[DueItem]:
         started = time.perf_counter()
@@ -116,6 +145,140 @@ class HeaderProbe:
         line = f"{request.method} {request.url.raw_path.decode()} HTTP/1.1\r\n"
         fields = sum(len(k) + len(v) + 4 for k, v in request.headers.raw)  # "k: v\r\n"
         self.last = len(line) + fields + 2  # the blank line ending the head
+
+
+# -- profiles (--profile) ------------------------------------------------------------------------
+
+# The hub process profiles itself through this `sitecustomize` (put first on its PYTHONPATH): every
+# thread gets a cProfile timed by that thread's CPU clock, and the merged stats are written when
+# the hub exits (SIGTERM stops it cleanly). Thread pools are joined before `atexit` runs. SIGUSR1
+# starts the main thread's profile afresh, so the hub's start-up (imports) is left out.
+HUB_SITECUSTOMIZE = """
+import atexit, cProfile, os, pstats, signal, threading, time
+_out = os.environ.pop("BRIDGE_BENCH_PROFILE", None)
+if _out:
+    _profiles = []
+    _thread_run = threading.Thread.run
+
+    def _profiled_run(self):
+        profile = cProfile.Profile(time.thread_time_ns, 1e-9)
+        _profiles.append(profile)
+        profile.enable()
+        try:
+            _thread_run(self)
+        finally:
+            profile.disable()
+
+    def _dump():
+        _main.disable()
+        stats = pstats.Stats(_main)
+        for profile in _profiles:
+            stats.add(profile)
+        stats.dump_stats(_out)
+
+    def _restart(signum, frame):
+        global _main
+        _main.disable()
+        _main = cProfile.Profile(time.thread_time_ns, 1e-9)
+        _main.enable()
+
+    threading.Thread.run = _profiled_run
+    _main = cProfile.Profile(time.thread_time_ns, 1e-9)
+    atexit.register(_dump)
+    signal.signal(signal.SIGUSR1, _restart)
+    _main.enable()
+"""
+
+# Functions whose cumulative time is reported by name: the content hash and its parts, and the
+# big steps of both sides.
+WATCHED = (
+    "content_hash", "canonical_json", "product_hash", "_stable", "plan_batch", "decode_batch",
+    "_apply_batch_sync", "invalid_product", "invalid_patch", "apply", "diff", "_build", "_due",
+    "_settle", "packb", "unpackb", "pack", "encode", "execute", "executemany",
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class Profiling:
+    """The agent's two profiles (event loop, state-store thread) and where the hub's goes."""
+
+    out: Path
+    loop: cProfile.Profile = dataclasses.field(
+        default_factory=lambda: cProfile.Profile(time.thread_time_ns, 1e-9)
+    )
+    store: cProfile.Profile = dataclasses.field(
+        default_factory=lambda: cProfile.Profile(time.thread_time_ns, 1e-9)
+    )
+
+    @property
+    def hub_file(self) -> Path:
+        return self.out / "hub.prof"
+
+    @property
+    def agent_file(self) -> Path:
+        return self.out / "agent.prof"
+
+    @contextlib.contextmanager
+    def hub_environment(self, workdir: Path) -> Iterator[None]:
+        """The environment `hub_process` starts the hub with: our sitecustomize first."""
+        site = workdir / "profile-site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(HUB_SITECUSTOMIZE, encoding="utf-8")
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "BRIDGE_BENCH_PROFILE")}
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(site), *([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])]
+        )
+        os.environ["BRIDGE_BENCH_PROFILE"] = str(self.hub_file)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def dump_agent(self) -> None:
+        stats = pstats.Stats(self.loop)
+        stats.add(self.store)
+        stats.dump_stats(self.agent_file)
+
+
+def print_profile(path: Path, side: str, deltas: int, top: int = 25) -> None:
+    """The costliest functions of one side's profile, in CPU microseconds per delta."""
+    if not path.exists():
+        say(f"no {side} profile at {path}")
+        return
+    stats = pstats.Stats(str(path))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for _, _, tt, _, _ in raw.values())
+    per = 1e6 / max(deltas, 1)
+    say(f"{side}: {total * per:.1f} us of CPU per delta under the profiler ({path})")
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, func = key
+        short = file.split("site-packages/")[-1].split("/work/main/")[-1]
+        return f"{func} ({short}:{line})" if line else func
+
+    rows = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    say(
+        table(
+            ["function (by own time)", "calls/delta", "own us/delta", "cum us/delta"],
+            [
+                [name(k), f"{v[1] / max(deltas, 1):.2f}", f"{v[2] * per:.2f}", f"{v[3] * per:.2f}"]
+                for k, v in rows
+            ],
+        )
+    )
+    watched = [(k, v) for k, v in raw.items() if k[2] in WATCHED and v[3] * per >= 0.5]
+    watched.sort(key=lambda kv: kv[1][3], reverse=True)
+    say(
+        table(
+            ["watched function", "calls/delta", "cum us/delta"],
+            [[name(k), f"{v[1] / max(deltas, 1):.2f}", f"{v[3] * per:.2f}"] for k, v in watched],
+        )
+    )
+    say("")
 
 
 # -- the hub in its own process ------------------------------------------------------------------
@@ -201,9 +364,13 @@ async def drain(
     hub: Hub,
     expected: int,
     batch_items: int,
+    profiling: Profiling | None = None,
 ) -> Phase:
     """`ship_all()` (pipelined) until nothing is due, timing wall and CPU time of both sides."""
     phase = Phase(name)
+    if profiling is not None:
+        store.profiler = profiling.store
+        profiling.loop.enable()
     bytes0 = metrics.value("bridge_hub_bytes_sent_total")
     batches0 = metrics.value("bridge_hub_batches_total", outcome="ok")
     due0, send0, settle0 = store.due_s, client.send_s, store.settle_s
@@ -218,6 +385,9 @@ async def drain(
         phase.items += settled
     phase.wall_s = time.perf_counter() - started
     phase.cpu_s = time.process_time() - cpu0
+    if profiling is not None:
+        profiling.loop.disable()
+        store.profiler = None
     hub1 = cpu_seconds(hub.pid)
     if hub0 is not None and hub1 is not None:
         phase.hub_cpu_s = hub1 - hub0
@@ -322,13 +492,24 @@ class Report:
 
 
 async def run(
-    products: int, batch_items: int, seed: int, workdir: Path, *, in_flight: int = 2
+    products: int,
+    batch_items: int,
+    seed: int,
+    workdir: Path,
+    *,
+    in_flight: int = 2,
+    profiling: Profiling | None = None,
 ) -> Report:
     started = time.perf_counter()
     load_before = os.getloadavg()
     recordings: list[Recording] = []
     phases: list[Phase] = []
-    with hub_process(workdir, TOKEN, ready_timeout=HEALTH_TIMEOUT) as hub:
+    with contextlib.ExitStack() as stack:
+        if profiling is not None:  # only the hub's child process reads these variables
+            stack.enter_context(profiling.hub_environment(workdir))
+        hub = stack.enter_context(hub_process(workdir, TOKEN, ready_timeout=HEALTH_TIMEOUT))
+        if profiling is not None:
+            os.kill(hub.pid, signal.SIGUSR1)  # the hub's profile starts now, after its imports
         probe = HeaderProbe()
         async with (
             TimedStore.open(workdir / "state") as opened,
@@ -350,16 +531,18 @@ async def run(
             recordings.append(await record(store, "record upserts", catalog))
             say(f"  {recordings[-1].rate:,.0f} changes/s; shipping as upserts ...")
             upserts = await drain(
-                "ship upserts", store, shipper, client, metrics, hub, products, batch_items
-            )
+                "ship upserts", store, shipper, client, metrics, hub, products, batch_items,
+                profiling,
+            )  # fmt: skip
             phases.append(upserts)
             say(f"  {upserts.rate:,.0f} items/s; recording a new price for every product ...")
             repriced = (reprice(make_product(i, seed=seed)) for i in range(products))
             recordings.append(await record(store, "record price changes", repriced))
             say(f"  {recordings[-1].rate:,.0f} changes/s; shipping as patches ...")
             patches = await drain(
-                "ship patches", store, shipper, client, metrics, hub, products, batch_items
-            )
+                "ship patches", store, shipper, client, metrics, hub, products, batch_items,
+                profiling,
+            )  # fmt: skip
             phases.append(patches)
             say(f"  {patches.rate:,.0f} items/s; measuring the wire size of price patches ...")
 
@@ -508,14 +691,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--in-flight", type=int, default=2, help="max_in_flight batches (default %(default)s)"
     )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="write agent.prof and hub.prof (cProfile) here"
+    )
     args = parser.parse_args(argv)
     if args.products < 1 or args.batch_items < 1:
         parser.error("--products and --batch-items must be at least 1")
+    profiling = None
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profiling = Profiling(args.profile.resolve())
     with tempfile.TemporaryDirectory(prefix="bridge-bench-ship-") as tmp:
         report = asyncio.run(
-            run(args.products, args.batch_items, args.seed, Path(tmp), in_flight=args.in_flight)
-        )
+            run(
+                args.products, args.batch_items, args.seed, Path(tmp),
+                in_flight=args.in_flight, profiling=profiling,
+            )
+        )  # fmt: skip
     print_report(report)
+    if profiling is not None:
+        profiling.dump_agent()
+        deltas = sum(p.items for p in report.phases)
+        say(f"profiles of the shipping phases ({deltas:,} deltas; CPU time, profiler included):")
+        print_profile(profiling.agent_file, "agent", deltas)
+        print_profile(profiling.hub_file, "hub", deltas)
     return 0
 
 

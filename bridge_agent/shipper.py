@@ -28,6 +28,7 @@ import asyncio
 import base64
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -312,9 +313,11 @@ class Shipper:
         return out
 
     def _count(self, settlements: Sequence[Settlement]) -> None:
-        for s in settlements:
-            self._metrics.inc("bridge_hub_items_total", status=s.outcome)
-        if any(s.outcome == "ok" for s in settlements):
+        # One increment per outcome, not per item: a metric update costs more than counting.
+        outcomes = Counter(s.outcome for s in settlements)
+        for outcome, n in outcomes.items():
+            self._metrics.inc("bridge_hub_items_total", n, status=outcome)
+        if outcomes["ok"]:
             self.hub.last_shipment_at = time.time()
 
     async def _failed(self, state: str, exc: HubAuthFailed | HubUnavailable) -> None:

@@ -271,7 +271,10 @@ def decode_batch(body: bytes) -> Batch:
     doc = _map(unpackb(body, max_depth=None), "batch")
     _version(doc, "batch")
     items_raw = _field(doc, "items", list, "batch")
-    items = tuple(_item(_map(raw, f"items[{i}]"), f"items[{i}]") for i, raw in enumerate(items_raw))
+    items = tuple(
+        _plain_item(raw) or _item(_map(raw, f"items[{i}]"), f"items[{i}]")
+        for i, raw in enumerate(items_raw)
+    )
     return Batch(
         v=VERSION,
         agent=_text(doc, "agent", "batch"),
@@ -282,10 +285,22 @@ def decode_batch(body: bytes) -> Batch:
 
 
 def decode_results(body: bytes) -> tuple[Result, ...]:
-    doc = _map(unpackb(body), "reply")
+    # No walk over the whole reply (max_depth=None): every part read below is checked against
+    # its type, and whatever else the reply holds is dropped unread. With the fast path below,
+    # decoding a reply costs the shipper 0.9 us an item instead of 1.9 (docs/performance.md).
+    doc = _map(unpackb(body, max_depth=None), "reply")
     _version(doc, "reply")
     out = []
     for i, raw in enumerate(_field(doc, "results", list, "reply")):
+        if type(raw) is dict:  # the usual result, checked in one go (same rules as below)
+            seq, status, reason = raw.get("seq"), raw.get("status"), raw.get("reason")
+            if (
+                type(seq) is int
+                and status in ITEM_STATUSES
+                and (reason is None or type(reason) is str)
+            ):
+                out.append(Result(seq=seq, status=status, reason=reason))
+                continue
         where = f"results[{i}]"
         one = _map(raw, where)
         status = _text(one, "status", where)
@@ -445,6 +460,42 @@ def decode_results_ack(body: bytes) -> None:
     for key in ("accepted", "unknown"):
         if key in doc:
             _int(doc, key, "ack")
+
+
+def _plain_item(raw: Any) -> Item | None:
+    """The item `_item` would return, for the usual well-formed item, checked in one expression
+    with exact types; None for anything else, which `_item` then checks field by field (and says
+    what is wrong). The hub decodes every item of every batch: this is about 1 us an item less."""
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    seq, store, id_, op = get("seq"), get("store"), get("id"), get("op")
+    hash_, observed_at, source = get("hash"), get("observed_at"), get("source")
+    if not (
+        type(seq) is int
+        and type(observed_at) is int
+        and type(store) is str
+        and store
+        and type(id_) is str
+        and id_
+        and type(source) is str
+        and 0 < len(source) <= 32
+        and get("kind", "product") == "product"
+    ):
+        return None
+    if op == "delete":
+        if hash_ is not None and type(hash_) is not str:
+            return None
+        return Item(seq, store, id_, "delete", hash_, observed_at, source)
+    data = get("data")
+    if type(hash_) is not str or type(data) is not dict:
+        return None
+    if op == "upsert":
+        return Item(seq, store, id_, "upsert", hash_, observed_at, source, data=data)
+    base = get("base")
+    if op == "patch" and type(base) is str:
+        return Item(seq, store, id_, "patch", hash_, observed_at, source, base=base, data=data)
+    return None
 
 
 def _item(raw: Mapping[str, Any], where: str) -> Item:

@@ -13,14 +13,20 @@ Rules, and why they hold:
   accidental collision between two versions of one product out of the question, and 22 characters
   keep a one-field patch small on the wire (it carries two hashes). The hash is part of the hub
   protocol: changing these rules changes every hash, so it is versioned by `HASH_VERSION`.
+- Hashing runs for every recorded change and for every item the hub receives (its check of the
+  agent's hash), so it is on the shipping path of both processes. The encoder is json's C
+  encoder called directly (about 8 us a product, most of it the C encoder itself). A
+  msgpack-based version 2 was measured and rejected: sorting keys at every depth in Python costs
+  what msgpack saves (docs/performance.md, shipping), so it would bump the protocol for nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-from collections.abc import Mapping
+from binascii import b2a_base64
+from collections.abc import Callable, Iterable, Mapping
+from hashlib import blake2b
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -36,13 +42,14 @@ CACHE_BUSTING_PARAMS = frozenset({"v", "ver", "version", "_", "t", "ts", "cb", "
 
 def canonical_json(data: Mapping[str, Any]) -> bytes:
     """The canonical encoding of a product dict, volatile parts removed."""
-    return _ENCODER.encode(_stable(data)).encode("utf-8")
+    return "".join(_encode(_stable(data), 0)).encode("utf-8")
 
 
 def content_hash(data: Mapping[str, Any]) -> str:
     """Hash of a canonical product dict (see the module rules)."""
-    digest = hashlib.blake2b(canonical_json(data), digest_size=16).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    digest = blake2b("".join(_encode(_stable(data), 0)).encode("utf-8"), digest_size=16).digest()
+    # base64url of 16 bytes is 22 characters and "==": `urlsafe_b64encode`, one call shorter.
+    return b2a_base64(digest, newline=False)[:22].translate(_URLSAFE).decode("ascii")
 
 
 def strip_cache_busting(url: str) -> str:
@@ -58,8 +65,28 @@ def strip_cache_busting(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
-_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json's C encoder, made once: what `json.JSONEncoder(sort_keys=True, separators=(",", ":"),
+# ensure_ascii=False, allow_nan=False).encode` runs, minus a new encoder object and a dict of
+# visited containers per call (check_circular: a product is a tree, decoded or built by
+# `to_dict`, never a cycle). Same bytes; with the loop in `_stable` and the shorter base64, a
+# product's hash takes 8.1 us instead of 10.1 (docs/performance.md, shipping).
+# Positional: markers, default, string encoder, indent, key and item separators, sort_keys,
+# skipkeys, allow_nan.
+# Called as `_encode(value, 0)`: the C encoder's second argument is the indent level, the pure
+# one's `_one_shot` (0: false, a generator); both give the chunks of the text.
+_encode: Callable[..., Iterable[str]] = (
+    c_make_encoder(None, _refuse, encode_basestring, None, ":", ",", True, False, False)
+    if c_make_encoder is not None
+    else json.JSONEncoder(  # pure-Python json (no C accelerator): the same rules, slower
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).iterencode
 )
 
 
@@ -78,16 +105,20 @@ def _stable(data: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(url, str) and "?" in url:
         out["url"] = strip_cache_busting(url)
     images = out.get("images")
-    if isinstance(images, list) and any(
-        isinstance(i, dict) and "?" in str(i.get("src", "")) for i in images
-    ):
-        out["images"] = [
-            {**i, "src": strip_cache_busting(i["src"])}
-            if isinstance(i, dict) and isinstance(i.get("src"), str)
-            else i
-            for i in images
-        ]
+    if isinstance(images, list):
+        for image in images:  # a loop, not any(...): no generator per product
+            if isinstance(image, dict):
+                src = image.get("src")
+                if isinstance(src, str) and "?" in src:
+                    out["images"] = [_strip_src(i) for i in images]
+                    break
     return out
+
+
+def _strip_src(image: Any) -> Any:
+    if isinstance(image, dict) and isinstance(image.get("src"), str):
+        return {**image, "src": strip_cache_busting(image["src"])}
+    return image
 
 
 def product_hash(product: Product) -> str:
