@@ -9,7 +9,7 @@ import hmac
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
@@ -117,7 +117,10 @@ class JsonDir:
         expected = base64.b64encode(
             hmac.new(self._webhook_secret.encode(), body, hashlib.sha256).digest()
         ).decode()
-        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        # "replace": aiohttp hands undecodable header bytes over as lone surrogates
+        if not given or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), expected.encode()
+        ):
             raise BadWebhook("webhook signature does not match")
         try:
             doc = loads_json(body, max_bytes=MAX_WEBHOOK_BYTES, what="webhook body")
@@ -142,13 +145,28 @@ class JsonDir:
     def _read(self, path: Path) -> Product | None:
         try:
             raw = read_regular_file(path, max_bytes=MAX_PRODUCT_BYTES, follow_symlinks=True)
-            return Product.from_dict(loads_json(raw, max_bytes=MAX_PRODUCT_BYTES))
+            product = Product.from_dict(loads_json(raw, max_bytes=MAX_PRODUCT_BYTES))
         except FileNotFoundError:
             return None
         except InputError as exc:
             raise PlatformUnavailable(f"cannot read {path}: {exc}") from None
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # AttributeError: a document that is not an object, or a part that should be one
             raise PlatformUnavailable(f"{path} is not a canonical product: {exc}") from None
+        product_id: Any = product.id  # whatever the file held: from_dict does not check
+        if not isinstance(product_id, str) or not product_id or not _canonical(product):
+            # `from_dict` checks names, not values: a null title, an image without id or a
+            # list for a SKU would be shipped in a form no other source could give.
+            raise PlatformUnavailable(f"{path} is not a canonical product: wrong values")
+        return product
+
+
+def _canonical(product: Product) -> bool:
+    """Whether the product survives its canonical round trip unchanged."""
+    try:
+        return Product.from_dict(product.to_dict()) == product
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
 
 
 def _json_names(folder: Path) -> list[str]:

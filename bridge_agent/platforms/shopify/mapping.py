@@ -172,7 +172,7 @@ def map_product(
         availability=availability,
         stock_quantity=total if _is_int(total) else None,
         categories=_categories(node),
-        tags=tuple(t for t in node.get("tags") or () if isinstance(t, str) and t),
+        tags=tuple(t for t in _list(node.get("tags")) if isinstance(t, str) and t),
         images=images,
         variants=tuple(mapped),
         brand=_text(node.get("vendor")),
@@ -199,7 +199,7 @@ def map_variant(
     )
     options = tuple(
         (o["name"], o["value"])
-        for o in node.get("selectedOptions") or ()
+        for o in _list(node.get("selectedOptions"))
         if isinstance(o, Mapping)
         and isinstance(o.get("name"), str)
         and isinstance(o.get("value"), str)
@@ -250,7 +250,7 @@ def _nodes(connection: Any) -> list[Mapping[str, Any]]:
     nodes = connection.get("nodes")
     if nodes is None and isinstance(connection.get("edges"), list):
         nodes = [e.get("node") for e in connection["edges"] if isinstance(e, Mapping)]
-    return [n for n in nodes or () if isinstance(n, Mapping)]
+    return [n for n in _list(nodes) if isinstance(n, Mapping)]
 
 
 def _ordered_media(media: list[Mapping[str, Any]], featured: Any) -> list[Mapping[str, Any]]:
@@ -318,6 +318,11 @@ def _categories(node: Mapping[str, Any]) -> tuple[Category, ...]:
     return tuple(out)
 
 
+def _list(value: Any) -> list[Any]:
+    """A JSON array, or nothing: a scalar where a list belongs is no list of anything."""
+    return value if isinstance(value, list) else []
+
+
 def _position(node: Mapping[str, Any]) -> int:
     value = node.get("position")
     return value if isinstance(value, int) and not isinstance(value, bool) else 1 << 30
@@ -355,8 +360,8 @@ def _utc(value: Any) -> str | None:
         return None
     try:
         when = datetime.fromisoformat(value)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -164,11 +164,15 @@ def map_product(
     # Variants follow the product's own `variations` id list, not the order the variations
     # endpoint happened to answer in: the canonical product (and so its hash) must not change
     # with the listing order, or a re-fetch would look like an edit.
-    order = {str(v): n for n, v in enumerate(product.get("variations") or ())}
+    listed = product.get("variations")
+    order = {str(v): n for n, v in enumerate(listed if isinstance(listed, list) else ())}
+    listing: Sequence[Any] = variations  # what the store answered: maybe not all objects
     enabled = [
         v
-        for v in variations
-        if _id(v.get("id")) is not None and (_text(v.get("status")) or "") in _ENABLED_VARIATION
+        for v in listing
+        if isinstance(v, Mapping)
+        and _id(v.get("id")) is not None
+        and (_text(v.get("status")) or "") in _ENABLED_VARIATION
     ]
     enabled.sort(key=lambda v: (order.get(str(v.get("id")), len(order)), str(v.get("id"))))
     variants = tuple(map_variant(v) for v in enabled)
@@ -295,8 +299,11 @@ def _id(value: Any) -> str | None:
         return None
     if isinstance(value, int):
         return str(value) if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-        return str(int(value))
+    # ASCII digits only, and no more than an int64 has: int() refuses "²" (which isdigit()
+    # accepts) and strings of thousands of digits.
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) > 0:
+        return str(int(text))
     return None
 
 
@@ -497,8 +504,8 @@ def _utc(value: Any) -> str | None:
         return None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         return None
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
     return when.replace(microsecond=0).isoformat() + "Z"
