@@ -185,7 +185,7 @@ def load_config(
     )
     config = _build(document, context, path.absolute())
     if context.problems:
-        raise ConfigError(context.problems, source=str(path))
+        raise ConfigError([context.masked(p) for p in context.problems], source=str(path))
     return config
 
 

@@ -18,13 +18,14 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge_agent.config.specs import OptionSpec, bounds_problem
 from bridge_agent.config.values import (
     HTTPS_ONLY,
+    MASK,
     Listen,
     Secret,
     parse_duration,
@@ -60,6 +61,15 @@ class Context:
     config_dir: Path  # relative paths in the file resolve against this
     credentials_dir: Path | None  # systemd's $CREDENTIALS_DIRECTORY, when set
     secrets: bool = True  # False: secrets are placeholders, never expanded nor read (load_config)
+    # Every secret value read so far: a mistake elsewhere in the file can repeat one (a token
+    # pasted into the wrong key), and the loader masks them all in its messages (`masked`).
+    revealed: list[str] = field(default_factory=list)
+
+    def masked(self, message: str) -> str:
+        """`message` with every secret value read from this file replaced by the mask."""
+        for value in sorted(self.revealed, key=len, reverse=True):
+            message = message.replace(value, MASK)
+        return message
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
@@ -280,6 +290,7 @@ class Table:
             if not text:
                 self.problem(key, "is empty")
                 return None
+            self.context.revealed.append(text)
             return Secret(text)
         if from_file:
             name = self.data[file_key]
@@ -349,6 +360,7 @@ class Table:
         if not text:
             self.problem(key, f"secret file {path} is empty")
             return None
+        self.context.revealed.append(text)
         return Secret(text)
 
     def _expand(self, key: str, text: str, *, secret: bool) -> str | None:

@@ -97,7 +97,7 @@ def make_app(
     """The hub as an aiohttp application; the database opens on startup and closes on cleanup."""
     if not token:
         raise ValueError("the hub needs a non-empty token")
-    app = web.Application(middlewares=[_auth], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[_auth, _bounded], client_max_size=max_body_bytes)
     app[TOKEN_KEY] = token.encode("utf-8")
     app[LIMIT_KEY] = max_body_bytes
     app[FEED_KEY] = FeedSignal()
@@ -190,6 +190,18 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="bridge-hub"'},
         )
+    return await handler(request)
+
+
+@web.middleware
+async def _bounded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # A declared length over the limit is refused before any handler runs, whichever way the
+    # handler reads its body (`request.json()` would otherwise wait for `max_body_bytes` to
+    # arrive before refusing): a new route is bounded without remembering to be.
+    limit = request.app[LIMIT_KEY]
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit, declared)
     return await handler(request)
 
 

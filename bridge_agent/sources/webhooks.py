@@ -77,7 +77,11 @@ async def receive(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         metrics.inc("bridge_webhooks_total", store=store, outcome="too_large")
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.read()  # aiohttp enforces client_max_size without Content-Length
+    try:
+        body = await request.read()  # aiohttp enforces client_max_size without Content-Length
+    except web.HTTPRequestEntityTooLarge:
+        metrics.inc("bridge_webhooks_total", store=store, outcome="too_large")
+        raise
     try:
         delivery = route.platform.verify_webhook(request.headers, body)
     except BadWebhook as exc:

@@ -40,7 +40,7 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,6 +117,12 @@ class StateStore:
         try:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not path.exists()
+            # The database is the agent user's alone whatever the umask (a shell's 022 too), and
+            # before SQLite opens it: SQLite gives its -wal and -shm files the database's mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            for own in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                with suppress(FileNotFoundError):
+                    os.chmod(own, 0o600)
             conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -124,7 +130,6 @@ class StateStore:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             _migrate(conn, path)
-            os.chmod(path, 0o600)
             identity = FileIdentity.of(path)
         except sqlite3.Error as exc:
             raise StateStoreError(f"cannot open state store {path}: {exc}") from exc
