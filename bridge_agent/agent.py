@@ -1,8 +1,9 @@
 """The Agent: opens the resources, owns the root tasks, reloads and stops gracefully.
 
 Theory of operation. `run()` opens the state store and the HTTP clients, builds the components
-(the shipper, the stores with their tasks (`stores.py`), the health and webhook listeners, the
-supervisor that feeds systemd) and starts each as a named root task in one `asyncio.TaskGroup`.
+(the shipper, the stores with their tasks (`stores.py`), the scheduled exports
+(`export/schedule.py`), the health and webhook listeners, the supervisor that feeds systemd) and
+starts each as a named root task in one `asyncio.TaskGroup`.
 The schedule (`scheduling.py`) starts with them and only nudges components; it is shut down
 before the tasks are cancelled, so nothing nudges a stopped component.
 Root tasks never return: one that returns or fails is a bug or a fatal condition, so `guard()`
@@ -19,7 +20,8 @@ again. An invalid file is refused with every problem logged, and the running con
 A valid one applies to new work: the shipper takes its new settings at its next round (the batch
 in flight finishes as it started), a store whose settings changed has its tasks restarted (a spool
 round interrupted mid-way loses nothing: files go only after their commit), added and removed
-stores start and stop (`stores.plan_reload` says which). Listen addresses, the agent id and the
+stores start and stop (`stores.plan_reload` says which), and so do added, removed and changed
+`[[exports]]`. Listen addresses, the agent id and the
 state directory need a restart; a reload that changes them says so and keeps the old values.
 
 Stopping. `stop()` (first SIGTERM/SIGINT) stops the sources, so no new change is recorded, then
@@ -50,6 +52,7 @@ from bridge_agent.errors import (
     StateStoreError,
     StateStoreLost,
 )
+from bridge_agent.export.schedule import ScheduledExports
 from bridge_agent.hublink import HubClient
 from bridge_agent.metrics import Metrics
 from bridge_agent.scheduling import Scheduler
@@ -114,6 +117,7 @@ class Agent:
         self._group: asyncio.TaskGroup | None = None
         self._scheduler = Scheduler()
         self._stores: Stores  # made in run(), with the state store
+        self.exports: ScheduledExports | None = None  # made in run(), with the state store
         self._http_clients: list[httpx.AsyncClient] = []
         self._closing: set[asyncio.Future[None]] = set()  # clients of stopped stores, closing
         self.webhook_port: int | None = None
@@ -203,6 +207,8 @@ class Agent:
                 for store in cfg.stores:
                     stores.start(store, built.get(store.id))
                 work.append(self._spawn("pauses", stores.watch_pauses()))
+                exports = self.exports = ScheduledExports(state, self._scheduler, self._spawn)
+                exports.start(cfg.exports, cfg.stores)
                 await bound.wait()
                 supervisor = self._spawn("supervisor", self._supervise())
                 reloader = self._spawn("reloader", self._reloader())
@@ -225,6 +231,7 @@ class Agent:
                 for task in [*work, *listeners]:
                     task.cancel()
                 await stores.shutdown()
+                await exports.shutdown()  # a run in progress stops; its mark stays
                 await asyncio.gather(*work, *listeners, reloader, return_exceptions=True)
                 await self._drain(shipper, state)
                 supervisor.cancel()
@@ -402,6 +409,8 @@ class Agent:
             ) else None  # fmt: skip
             self.shipper.configure(_shipper_settings(new), hub)
         await self._stores.apply(prepared)
+        if self.exports is not None:
+            await self.exports.apply(new.exports, new.stores)
         self._ensure_webhook_listener(new)
 
     # -- supervision ---------------------------------------------------------------------------
@@ -467,6 +476,14 @@ def secret_values(config: Config) -> list[str]:
     values = [config.hub.token.reveal()]
     for store in config.stores:
         values += [s.reveal() for s in store.secrets.values()]
+    # The credentials of export destinations (SFTP keys, S3 key pairs) and of backups.
+    destinations = [e.destination for e in config.exports]
+    destinations += [s.backup_destination for s in config.stores if s.backup_destination]
+    for destination in destinations:
+        for key in ("private_key", "passphrase", "access_key_id", "secret_access_key"):
+            secret = getattr(destination, key, None)
+            if secret is not None:
+                values.append(secret.reveal())
     return values
 
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,11 @@ from bridge_agent import __version__, logs, platforms
 from bridge_agent.agent import Agent, RootTaskExited, secret_values
 from bridge_agent.config import (
     Config,
+    DestinationSettings,
+    ExportSettings,
     Listen,
+    S3DestinationSettings,
+    SftpDestinationSettings,
     StoreSettings,
     default_config_path,
     load_config,
@@ -46,10 +50,25 @@ from bridge_agent.config import (
 from bridge_agent.downstream import approvals, rollback
 from bridge_agent.downstream.engine import writer_of
 from bridge_agent.errors import BridgeError, ConfigError, InputError, StateStoreError
+from bridge_agent.export import (
+    FORMATS,
+    LAST,
+    ExportRequest,
+    atomic_file,
+    export_catalog,
+    parse_filters,
+    parse_since,
+    save_mark,
+)
+from bridge_agent.export import check as check_export
+from bridge_agent.export.run import export_to_pipe, mark_unwritable
+from bridge_agent.export.schedule import RunOutcome, run_export
+from bridge_agent.export.schedule import load_status as load_export_status
 from bridge_agent.health import Health
 from bridge_agent.inputs import loads_json, read_regular_file
 from bridge_agent.platforms.base import Capability, Platform, capabilities_of
 from bridge_agent.platforms.http import RequestBudget, build_platform
+from bridge_agent.scheduling import cron_trigger
 from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
 from bridge_agent.store import Entry, Run, StateStore
@@ -220,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     hub.set_defaults(handler=cmd_hub)
 
     _add_downstream_commands(sub, after)
+    _add_export_command(sub)
 
     sync = sub.add_parser(
         "sync", help="queue a refresh run (or a repair run); the running agent picks it up",
@@ -460,6 +480,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     doc = _live_status(config.health.listen)
     if doc is None:
         doc = asyncio.run(_offline_status(config))
+    if config.exports:
+        try:
+            doc["exports"] = asyncio.run(_exports_offline(config))
+        except StateStoreError as exc:  # the agent's answer still stands on its own
+            log.warning("exports_status_unavailable", error=str(exc))
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
@@ -519,6 +544,13 @@ async def _offline_status(config: Config) -> dict[str, Any]:
         return await status_document(state, config.agent.id, stores, live=None)
 
 
+async def _exports_offline(config: Config) -> dict[str, Any]:
+    """The exports' part of `status`, from the state directory (the agent's `/status` does not
+    carry it: each run's outcome is in the state, for a running and a stopped agent alike)."""
+    async with StateStore.open(config.agent.state_dir, read_only=True) as state:
+        return await exports_status(config, state)
+
+
 def _declared(platform: str) -> tuple[str, ...]:
     """An installed adapter's capabilities, read from its class (no store is contacted)."""
     try:
@@ -568,6 +600,9 @@ def render_status(doc: dict[str, Any]) -> str:
             lines.append(f"{'':<16} verification: {_verification_line(s['verification'])}")
         if s.get("capabilities"):
             lines.append(f"{'':<16} offers: {', '.join(s['capabilities'])}")
+    if doc.get("exports"):
+        lines += ["", f"{'EXPORT':<16} {'STORE':<12} {'FORMAT':<8} LAST RUN; NEXT"]
+        lines += [_export_line(n, e) for n, e in sorted(doc["exports"].items())]
     if doc.get("runs"):
         lines += ["", f"{'RUN':>5} {'KIND':<8} {'STORE':<12} {'STATE':<9} PROGRESS"]
         for r in doc["runs"]:
@@ -1422,6 +1457,244 @@ def _toggle(args: argparse.Namespace, *, pause: bool) -> int:
                   ", runs from their checkpoints" if changed else "was not paused")
                   + runs_note)  # fmt: skip
     return EXIT_OK
+
+
+# -- export (bridge_agent/export/) -------------------------------------------------------------
+
+
+def _add_export_command(sub: _Commands) -> None:
+    export = sub.add_parser(
+        "export", help="write a store's catalog from the mirror as csv, json, xml, xlsx...",
+        description="Write a store's products as the agent holds them (the mirror, with the"
+        " SEO values it applied) to a file or stdout: csv, json, jsonl, a Google Merchant"
+        " Center xml feed, xlsx, or the product CSV of Shopify's or WooCommerce's importer."
+        " Reads the state directory; works with the agent running or stopped. A file is"
+        " written whole or not at all. `export --now --name NAME` runs a configured"
+        " [[exports]] entry now, as its schedule would. docs/export.md.",
+    )  # fmt: skip
+    export.add_argument("--store", help="the store id (required unless --now)")
+    export.add_argument("--format", choices=FORMATS, help="(required unless --now)")
+    export.add_argument(
+        "--fields", action="append", metavar="LIST",
+        help="groups basic, seo, structured, history (or all) and/or column names,"
+        " comma-separated (default: basic,seo); csv, xlsx, json and jsonl",
+    )  # fmt: skip
+    export.add_argument(
+        "--since", metavar="last|TIME",
+        help="only products changed since the previous export of this --name (last), or at"
+        " or after an ISO 8601 TIME; deleted products are listed as such",
+    )  # fmt: skip
+    export.add_argument(
+        "--filter", action="append", metavar="KEY=VALUE,...",
+        help="category=, status=, availability=, tag=, brand= (values: a|b; all keys must"
+        " match); repeatable",
+    )  # fmt: skip
+    export.add_argument(
+        "--name",
+        help="the export's name: --since last resumes from the previous export of this name,"
+        " and an export with a --name records where it ended (default name: STORE-FORMAT)",
+    )  # fmt: skip
+    export.add_argument(
+        "--bom", action="store_true", help="start csv files with a UTF-8 BOM (for Excel)"
+    )
+    export.add_argument(
+        "--raw", action="store_true",
+        help="csv: write text as it is, without the ' before a cell starting with = + - @"
+        " that keeps a spreadsheet from running it as a formula",
+    )  # fmt: skip
+    export.add_argument(
+        "-o", "--output", metavar="PATH",
+        help="the file to write (replaced atomically), or - for stdout (required unless --now)",
+    )  # fmt: skip
+    export.add_argument(
+        "--now", action="store_true",
+        help="run the [[exports]] entry --name now, to its destination, exactly as its schedule"
+        " does (agent running or stopped); takes no other option",
+    )  # fmt: skip
+    export.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.now:
+        return _export_now(args)
+    missing = [o for o, v in (("--store", args.store), ("--format", args.format),
+                              ("-o/--output", args.output)) if v is None]  # fmt: skip
+    if missing:
+        print(f"bridge-agent export: {', '.join(missing)} required (or --now --name NAME)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    config = _config(args, secrets=False)
+    if _unknown_store(config, args.store, "export"):
+        return EXIT_USAGE
+    store = next(s for s in config.stores if s.id == args.store)
+    try:
+        request = ExportRequest(
+            store=store.id,
+            format=args.format,
+            fields=tuple(f for spec in args.fields or () for f in spec.split(",")),
+            filters=parse_filters(args.filter),
+            since=parse_since(args.since),
+            name=args.name,
+            bom=args.bom,
+            raw=args.raw,
+            currency=store.options.get("currency") or None,
+            store_url=store.url,
+            store_title=store.id,
+            seo_plugin=store.options.get("seo_plugin") or "yoast",
+        )
+        check_export(request)
+    except InputError as exc:
+        print(f"bridge-agent export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    state_dir = config.agent.state_dir
+    saves_mark = bool(args.name) or request.since == LAST
+    unwritable = mark_unwritable(state_dir) if saves_mark else None
+    if unwritable:
+        print(f"bridge-agent export: --name/--since last save where this export ended in the"
+              f" state store, but {unwritable}: run it as the agent's user, or without --name"
+              " and --since last", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
+    if args.output == "-":
+        piped = export_to_pipe(state_dir, request, sys.stdout.buffer)
+        if piped is None:
+            _silence_stdout()
+            print("bridge-agent export: stdout was closed before the export ended; the output"
+                  " is incomplete", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILURE
+        report = piped
+    else:
+        target = Path(args.output)
+        if target.is_dir():
+            print(f"bridge-agent export: {target} is a directory; name the file",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        try:
+            with atomic_file(target) as stream:
+                report = export_catalog(state_dir, request, stream)
+        except OSError as exc:
+            print(f"bridge-agent export: cannot write {target}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    if report.mark is not None and saves_mark:
+        try:
+            asyncio.run(_save_export_mark(config, request.export_name, report.mark))
+        except StateStoreError as exc:
+            print(report.summary(), file=sys.stderr)
+            print(f"bridge-agent export: file written; mark not saved ({exc}): the next"
+                  " --since last repeats these changes", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILURE
+    print(report.summary(), file=sys.stderr)
+    shown = report.invalid[:EXPORT_INVALID_SHOWN]
+    if shown:
+        print(f"not exported ({report.invalid_total}):", file=sys.stderr)
+        for invalid in shown:
+            print(f"  {invalid.line()}", file=sys.stderr)
+        if report.invalid_total > len(shown):
+            print(f"  ... and {report.invalid_total - len(shown)} more", file=sys.stderr)
+    noted = report.noted[:EXPORT_INVALID_SHOWN]
+    if noted:
+        print(f"written, to check ({sum(report.notes.values())}):", file=sys.stderr)
+        for note in noted:
+            print(f"  {note.line()}", file=sys.stderr)
+    return EXIT_OK
+
+
+EXPORT_INVALID_SHOWN = 50
+
+
+async def _save_export_mark(config: Config, name: str, mark: str) -> None:
+    """Where the next `--since last` of this name starts; written once the file is safe."""
+    async with StateStore.open(config.agent.state_dir) as state:
+        await save_mark(state, name, mark)
+
+
+def _export_now(args: argparse.Namespace) -> int:
+    """`export --now --name NAME`: one run of a configured export (export/schedule.py
+    `run_export`, the schedule's own code), even for a paused store: the operator asked."""
+    given = [o for o, v in (("--store", args.store), ("--format", args.format),
+                            ("--fields", args.fields), ("--since", args.since),
+                            ("--filter", args.filter), ("--bom", args.bom),
+                            ("-o/--output", args.output)) if v]  # fmt: skip
+    if not args.name or given:
+        print("bridge-agent export: --now runs an [[exports]] entry as configured: give"
+              " --name NAME and no other option" + (f" (not {', '.join(given)})" if given else ""),
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    config = _config(args)  # with secrets: the destination's credentials
+    export = next((e for e in config.exports if e.name == args.name), None)
+    if export is None:
+        names = ", ".join(e.name for e in config.exports) or "none"
+        print(f"bridge-agent export: no [[exports]] entry {args.name!r} (configured: {names})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    store = next((s for s in config.stores if s.id == export.store), None)
+    outcome = asyncio.run(_run_export_now(config, export, store))
+    print(outcome.message(), file=sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_FAILURE
+
+
+async def _run_export_now(
+    config: Config, export: ExportSettings, store: StoreSettings | None
+) -> RunOutcome:
+    async with StateStore.open(config.agent.state_dir) as state:
+        return await run_export(
+            state, export, store, next_run=_next_export_run(export), skip_paused=False
+        )
+
+
+def _next_export_run(export: ExportSettings, now: datetime | None = None) -> datetime | None:
+    """When the schedule runs `export` next (None: `schedule = "off"`)."""
+    if export.schedule == "off":
+        return None
+    fire = cron_trigger(export.schedule, export.timezone).get_next_fire_time(
+        None, now or datetime.now(UTC)
+    )
+    return fire if isinstance(fire, datetime) else None
+
+
+async def exports_status(config: Config, state: StateStore) -> dict[str, Any]:
+    """`status`'s `exports`: each configured export, where it goes, its last run and next."""
+    out: dict[str, Any] = {}
+    for export in config.exports:
+        next_run = _next_export_run(export)
+        out[export.name] = {
+            "store": export.store,
+            "format": export.format,
+            "schedule": export.schedule,
+            "timezone": export.timezone,
+            "destination": _destination_text(export.destination),
+            "keep": export.keep,
+            "incremental": export.incremental,
+            "next_run": next_run.timestamp() if next_run is not None else None,
+            "last": await load_export_status(state, export.name),
+        }
+    return out
+
+
+def _destination_text(d: DestinationSettings) -> str:
+    """Where a destination is, for status: never a credential."""
+    if isinstance(d, SftpDestinationSettings):
+        return f"sftp://{d.user}@{d.host}:{d.port}/{d.path.lstrip('/')}"
+    if isinstance(d, S3DestinationSettings):
+        return f"s3://{d.bucket}/{d.prefix}" + (f" at {d.endpoint_url}" if d.endpoint_url else "")
+    return str(d.path)
+
+
+def _export_line(name: str, e: dict[str, Any]) -> str:
+    """One export in `status`: its last run (or none yet) and its next."""
+    last = e.get("last")
+    if last is None:
+        text = "no run yet"
+    elif last.get("paused"):
+        text = f"skipped {_when(last['at'])}: {last.get('error')}"
+    elif last.get("ok"):
+        text = (
+            f"ok {_when(last['at'])}: {last.get('products', 0)} product(s),"
+            f" {last.get('bytes', 0)} bytes to {last.get('location')}"
+        )
+    else:
+        text = f"FAILED {_when(last['at'])}: {last.get('error')}"
+    upcoming = f"next {_when(e['next_run'])}" if e.get("next_run") else "schedule off"
+    return f"{name:<16} {e['store']:<12} {e['format']:<8} {text}; {upcoming}"
 
 
 # -- hub --------------------------------------------------------------------------------------

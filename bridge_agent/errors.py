@@ -7,6 +7,7 @@ BridgeError
 ├── WireError            a hub protocol message that cannot be decoded or is malformed
 ├── StateStoreError      SQLite problems: fatal for the agent (fail closed, never guess)
 │   └── StateStoreLost   the state file was removed or replaced under the running agent
+├── DestinationError     delivering an export to a folder, SFTP or S3 (after bounded retries)
 ├── HubError             talking to the hub
 │   ├── HubUnavailable   connection errors, timeouts, 5xx, 429, garbage: retry with backoff
 │   ├── HubAuthFailed    401/403: stop shipping, show in health, lose nothing
@@ -67,6 +68,21 @@ class StateStoreError(BridgeError):
 
 class StateStoreLost(StateStoreError):
     """The state file was removed or replaced while the agent ran: stop, commit nothing more."""
+
+
+class DestinationError(BridgeError):
+    """An export could not be delivered to (or rotated at) its destination.
+
+    `destination` names where (`sftp://user@host:22/exports`, never a credential); `permanent`
+    says whether asking again can help (a refused host key or credentials, a missing bucket) or
+    whether the bounded retries ran out on a transient failure. Nothing partial is left under
+    the final name either way.
+    """
+
+    def __init__(self, message: str, *, destination: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.destination = destination
+        self.permanent = permanent
 
 
 class HubError(BridgeError):

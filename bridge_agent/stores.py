@@ -8,10 +8,11 @@ One store, wired here (the agent only says start, stop, apply a reload):
   store's webhooks registered), `import` (import, refresh and repair runs), `hints` (webhook
   hints), `poll` and `reconcile` when the adapter offers modified-since and id listings, `spool`
   when the store has a spool directory, `downstream` (downstream/engine.py) when the adapter
-  writes and the store's `downstream` setting is on, and with it `jsonld` (downstream/keeper.py)
-  when the adapter writes JSON-LD (nudged by every change the store's sources record). Which
-  ones start follows the adapter's declared capabilities (platforms/base.py): the core asks,
-  never assumes.
+  writes and the store's `downstream` setting is on (with `backup_before_bulk`, an export of
+  the products before each bulk apply: export/backup.py), and with it `jsonld`
+  (downstream/keeper.py) when the adapter writes JSON-LD (nudged by every change the store's
+  sources record). Which ones start follows the adapter's declared capabilities
+  (platforms/base.py): the core asks, never assumes.
 - its schedule (`scheduling.py`): jobs `check:<store>`, `poll:<store>`, `reconcile:<store>` that
   only nudge those tasks. A store check and a poll are due at start, then every
   `STORE_CHECK_INTERVAL` and `poll_interval`; a reconciliation is due from its persisted time
@@ -56,6 +57,7 @@ from bridge_agent.downstream.engine import Downstream, writer_of
 from bridge_agent.downstream.feed import HubLink
 from bridge_agent.downstream.keeper import JsonLdKeeper, jsonld_options
 from bridge_agent.errors import PlatformError
+from bridge_agent.export.backup import BulkBackup
 from bridge_agent.health import Health
 from bridge_agent.metrics import Metrics
 from bridge_agent.platforms import Platform
@@ -525,6 +527,7 @@ class Stores(Mapping[str, StoreTasks]):
                 self._metrics,
                 hub=self._hub,
                 on_recorded=self._on_recorded,
+                backup=BulkBackup(self._state, store) if store.backup_before_bulk else None,
             )
             tasks["downstream"] = downstream.run()
             self.views[store.id].downstream_problem = downstream.problem  # shown by `status`

@@ -999,10 +999,6 @@ async def test_state_files_are_private_even_under_a_lax_umask(tmp_path: Path) ->
 # Every chmod in the package, with the widest mode it may set and why that is safe.
 CHMODS = {
     "store/state.py": 0o600,  # the state database: narrower than any umask
-    # An export is a feed for people and other programs (a web server) to read; it holds no
-    # secret and is written where the operator asked, never into the state directory.
-    "export/output.py": 0o644,
-    "export/destinations/folder.py": 0o644,  # the same, copied to the operator's folder
     "testing/soak.py": 0o600,  # test harness: token and config files
     "testing/chaos.py": 0o600,
 }

@@ -8,12 +8,22 @@ The package has four rooms, each with one job:
   `HubSettings`, `HealthSettings`, `WebhookSettings`, `StoreSettings` and its `StoreFilters`).
 - `specs.py`: the settings spec an adapter declares (`PlatformSpec`, `OptionSpec`) and finding
   it through the `bridge_agent.platforms` entry point: config knows no platform by name.
+- `exports.py`: `[[exports]]` (`ExportSettings`) and export destinations (folder, SFTP, S3),
+  also a store's `backup_destination`; `schedule.py`: the crontab-in-a-time-zone rule they share
+  with `verify_schedule`.
 - `reader.py` and `loader.py`: reading the file table by table (`${VAR}` expansion, secrets from
   files) into settings, collecting every problem into one `ConfigError` (exit 78).
 
 Import from here: the names below are the package's interface, whichever room holds them.
 """
 
+from bridge_agent.config.exports import (
+    DestinationSettings,
+    ExportSettings,
+    FolderDestinationSettings,
+    S3DestinationSettings,
+    SftpDestinationSettings,
+)
 from bridge_agent.config.loader import (
     CONFIG_DEPTH_LIMIT,
     CONFIG_FILE_LIMIT,
@@ -67,6 +77,9 @@ __all__ = [
     "SECRET_SUFFIXES",
     "AgentSettings",
     "Config",
+    "DestinationSettings",
+    "ExportSettings",
+    "FolderDestinationSettings",
     "FrozenMap",
     "HealthSettings",
     "HubSettings",
@@ -74,7 +87,9 @@ __all__ = [
     "OptionKind",
     "OptionSpec",
     "PlatformSpec",
+    "S3DestinationSettings",
     "Secret",
+    "SftpDestinationSettings",
     "StoreFilters",
     "StoreSettings",
     "WebhookSettings",

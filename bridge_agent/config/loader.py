@@ -1,8 +1,8 @@
 """`agent.toml` -> `Config`: read the file, check every table, report every problem at once.
 
 `load_config` reads one TOML file (design.md section 7) with the tables `[agent]`, `[hub]`,
-`[health]`, `[webhooks]` and `[[stores]]` into the frozen settings of `settings.py`. Why the rules
-are strict:
+`[health]`, `[webhooks]`, `[[stores]]` and `[[exports]]` (`exports.py`) into the frozen settings
+of `settings.py`. Why the rules are strict:
 
 - **Every problem at once.** An operator editing a config over SSH should fix it in one round, not
   one error per restart, so the tables are read with `reader.Table`, which records problems, and
@@ -33,11 +33,10 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
+from bridge_agent.config.exports import FolderDestinationSettings, read_destination, read_exports
 from bridge_agent.config.reader import Context, Table, suggest
+from bridge_agent.config.schedule import OFF, read_schedule
 from bridge_agent.config.settings import (
     LOG_LEVELS,
     AgentSettings,
@@ -72,7 +71,7 @@ DEFAULT_PATHS: tuple[Path, ...] = (Path("agent.toml"), Path("/etc/bridge-agent/a
 CONFIG_FILE_LIMIT = 1024 * 1024  # a few KB for a fleet of stores; a MB is already the wrong file
 CONFIG_DEPTH_LIMIT = 16  # [[stores]] options nest a few levels at most
 
-_TABLES = ("agent", "hub", "health", "webhooks", "stores")
+_TABLES = ("agent", "hub", "health", "webhooks", "stores", "exports")
 _AGENT_KEYS = ("id", "state_dir", "drain_timeout", "log_level")
 _HUB_KEYS = (
     "url",
@@ -110,12 +109,15 @@ _STORE_KEYS = (
     "filters",
     "verify_schedule",
     "verify_timezone",
+    "backup_before_bulk",
+    "backup_threshold",
+    "backup_destination",
 )
 _FILTER_KEYS = tuple(f.name for f in dataclasses.fields(StoreFilters))
 # Sales Layer's words for the statuses (rule 10), so an operator following its guide is told
 # which canonical status to write.
 _STATUS_WORDS = {"visible": "active", "invisible": "archived", "hidden": "archived"}
-VERIFY_OFF = "off"
+VERIFY_OFF = OFF
 APPLY_MODES: tuple[str, ...] = ("auto", "review")
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -221,9 +223,30 @@ def _build(document: dict[str, Any], context: Context, source: Path) -> Config:
     if health.listen.port != 0 and health.listen == webhooks.listen:
         problems.append(f"[health] and [webhooks] both listen on {health.listen}")
 
-    stores = _stores(document.get("stores"), context)
+    stores = _backups_under(_stores(document.get("stores"), context), agent.state_dir)
+    exports = read_exports(document.get("exports"), context, {s.id for s in stores if s.id})
     return Config(
-        agent=agent, hub=hub, health=health, webhooks=webhooks, stores=stores, source=source
+        agent=agent,
+        hub=hub,
+        health=health,
+        webhooks=webhooks,
+        stores=stores,
+        source=source,
+        exports=exports,
+    )
+
+
+def _backups_under(stores: tuple[StoreSettings, ...], state_dir: Path) -> tuple[StoreSettings, ...]:
+    """A store backing up before bulk applies without a `backup_destination` keeps its
+    backups in `<state_dir>/backups/<store id>`: turning the backup on needs no other key."""
+    return tuple(
+        dataclasses.replace(
+            store,
+            backup_destination=FolderDestinationSettings(state_dir / "backups" / store.id),
+        )
+        if store.backup_before_bulk and store.backup_destination is None and store.id
+        else store
+        for store in stores
     )
 
 
@@ -367,7 +390,19 @@ def _store(table: Table) -> StoreSettings:
     schedule, timezone = _verify_schedule(
         table, default["verify_schedule"], default["verify_timezone"]
     )
-    common = dataclasses.replace(common, verify_schedule=schedule, verify_timezone=timezone)
+    common = dataclasses.replace(
+        common,
+        verify_schedule=schedule,
+        verify_timezone=timezone,
+        backup_before_bulk=table.boolean("backup_before_bulk", default["backup_before_bulk"]),
+        backup_threshold=table.integer("backup_threshold", default["backup_threshold"], minimum=1),
+        backup_destination=read_destination(
+            table,
+            "backup_destination",
+            implicit_prefix=f"{store_id}-backup" if store_id else None,
+            required=False,
+        ),
+    )
     if not platform:
         return common  # already reported; as for an unknown platform, other keys go unjudged
     try:
@@ -461,44 +496,7 @@ def _string_list(table: Table, key: str) -> tuple[str, ...]:
 
 def _verify_schedule(table: Table, schedule: str, timezone: str) -> tuple[str, str]:
     """`verify_schedule` (five-field crontab, or "off") read in `verify_timezone` (IANA)."""
-    given_zone = table.string("verify_timezone", timezone)
-    zone = ZoneInfo("UTC")
-    if _is_text(table, "verify_timezone"):  # else absent, or its type already reported
-        try:
-            zone = ZoneInfo(given_zone)
-            timezone = given_zone
-        except (ZoneInfoNotFoundError, ValueError):
-            table.problem(
-                "verify_timezone",
-                f"unknown time zone '{given_zone}' (an IANA name such as Europe/Paris)",
-            )
-    given = table.string("verify_schedule", schedule)
-    if not _is_text(table, "verify_schedule"):
-        pass  # absent: the default; of the wrong type: already reported
-    elif (schedule := " ".join(given.split())).lower() == VERIFY_OFF:
-        schedule = VERIFY_OFF
-    elif len(fields := schedule.split()) == 5 and any(c.isdigit() for c in fields[4]):
-        # crontab counts weekdays from Sunday = 0, APScheduler (which runs the schedule) from
-        # Monday = 0: "0 3 * * 0" would run on Mondays. Names mean the same to both.
-        table.problem(
-            "verify_schedule",
-            f"'{schedule}': write the weekday as names (sun, mon-fri), not numbers: "
-            "crontab and the scheduler number weekdays differently",
-        )
-    else:
-        try:
-            CronTrigger.from_crontab(schedule, timezone=zone)
-        except (ValueError, TypeError) as exc:
-            table.problem(
-                "verify_schedule",
-                f"'{schedule}' is not a crontab expression (minute hour day month weekday, "
-                f'e.g. "0 3 * * *"), or "off": {exc}',
-            )
-    return schedule, timezone
-
-
-def _is_text(table: Table, key: str) -> bool:
-    return isinstance(table.data.get(key), str)
+    return read_schedule(table, "verify_schedule", "verify_timezone", schedule, timezone)
 
 
 def _declared_platform_keys(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge_agent.config.exports import DestinationSettings, ExportSettings
 from bridge_agent.config.values import FrozenMap, Listen, Secret
 
 __all__ = [
@@ -197,6 +198,11 @@ class StoreSettings:
     filters: StoreFilters = field(default_factory=StoreFilters)  # which products sync
     verify_schedule: str = "0 3 * * *"  # crontab of the verification sweep; "off": none
     verify_timezone: str = "UTC"  # IANA name the schedule is read in
+    # Before applying more than `backup_threshold` optimisations at once, export the affected
+    # products to `backup_destination` (the loader fills in `<state_dir>/backups/<id>`).
+    backup_before_bulk: bool = False
+    backup_threshold: int = 50
+    backup_destination: DestinationSettings | None = None
     secrets: Mapping[str, Secret] = field(default_factory=_empty)
     options: Mapping[str, Any] = field(default_factory=_empty)
 
@@ -211,6 +217,7 @@ class Config:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     stores: tuple[StoreSettings, ...] = ()
     source: Path = Path("agent.toml")
+    exports: tuple[ExportSettings, ...] = ()  # `[[exports]]`: scheduled exports
 
     def store(self, id: str) -> StoreSettings:
         """The store with this id; KeyError names the configured ids otherwise."""

@@ -47,6 +47,15 @@ it is written whatever the store holds (an interrupted one too). The document wr
 fingerprint and the hub's values are recorded in the outcome's transaction (`jsonld` table): from
 then on the keeper (downstream/keeper.py) rewrites it when the store's price or stock changes.
 
+**Backup before a bulk (`backup_before_bulk`).** A round about to write more than the store's
+`backup_threshold` optimisations first calls the store's `BulkBackup` (export/backup.py, injected:
+the export package is a layer of its own) with the products they touch, after the read that
+decides what is written and before anything is marked or written. If the backup fails, the round
+stops there (`BulkHeld`): its optimisations stay open, nothing is written, and the loop tries the
+round again, backup first, after its back-off. An operator who asked for a backup never gets the
+bulk without it; the one-at-a-time retry of a failed round is not taken for a held one (it
+would apply the bulk below the threshold, without the backup).
+
 **Description addition.** `description_html: {"from": ..., "append": "<p>...</p>"}` adds to the
 description instead of replacing it: the value written is `from` + `append`, on the same
 condition (the store must still hold `from`). A `from` that already ends with the addition is
@@ -59,12 +68,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from bridge_agent.downstream.jsonld import JsonLd, JsonLdOptions
-from bridge_agent.errors import InputError, PlatformAmbiguous, PlatformError
+from bridge_agent.errors import BridgeError, InputError, PlatformAmbiguous, PlatformError
 from bridge_agent.inputs import loads_json
 from bridge_agent.metrics import Metrics
 from bridge_agent.model import Change, Product
@@ -100,6 +109,19 @@ class DownstreamSettings:
     concurrency: int = 4  # product re-fetches at once after a write
     # How the store's JSON-LD is built (the keeper builds with the same options).
     jsonld: JsonLdOptions = field(default_factory=JsonLdOptions)
+
+
+class BulkBackup(Protocol):
+    """The backup written before a bulk apply (export/backup.py `BulkBackup`): raises when the
+    products are not safely backed up."""
+
+    threshold: int  # a round writing more optimisations than this is backed up first
+
+    async def __call__(self, products: Sequence[str], optimizations: int) -> object: ...
+
+
+class BulkHeld(BridgeError):
+    """A bulk round is held: its backup failed (the cause is chained). Nothing was written."""
 
 
 @dataclass(slots=True)
@@ -183,8 +205,10 @@ class Applier:
         round_size: int = ROUND,
         backoff: Backoff | None = None,
         idle_check: float = IDLE_CHECK,
+        backup: BulkBackup | None = None,
     ) -> None:
         self.store_id = store_id
+        self._backup = backup
         self._platform = platform
         self._writer = writer
         self._state = state
@@ -214,11 +238,14 @@ class Applier:
             self._wake.clear()
             try:
                 await self.apply_pending()
-            except PlatformError as exc:
-                # The store could not be read: nothing was decided, the round waits.
+            except (PlatformError, BulkHeld) as exc:
+                # The store could not be read, or a bulk's backup failed: nothing was written,
+                # the round waits.
                 self.failures += 1
                 self.last_error = str(exc)
-                log.warning("downstream_store_failed", store=self.store_id, error=str(exc))
+                held = isinstance(exc, BulkHeld)
+                what = "downstream_bulk_held" if held else "downstream_store_failed"
+                log.warning(what, store=self.store_id, error=str(exc))
                 await asyncio.sleep(self._backoff.delay(self.failures - 1))
                 continue
             self.failures, self.last_error = 0, None
@@ -242,7 +269,7 @@ class Applier:
             batch = _one_per_product(entries)
             try:
                 settled += await self.apply_round(batch)
-            except PlatformError:
+            except (PlatformError, BulkHeld):
                 raise
             except Exception:
                 log.exception("downstream_round_failed", store=self.store_id, size=len(batch))
@@ -303,6 +330,7 @@ class Applier:
             return len(held)
         await self._build_jsonld(plans)
         await self._read(plans)
+        await self._back_up(plans)
         fresh = [p.entry.id for p in plans if not p.in_doubt]
         if fresh:
             await self._state.journal_applying(store, fresh)
@@ -313,6 +341,20 @@ class Applier:
         products = await self._refetch(written | interrupted)
         await self._record(plans, products)
         return len(held) + len(plans)
+
+    async def _back_up(self, plans: Sequence[_Plan]) -> None:
+        """Before a bulk: the backup of the products to be written, or `BulkHeld`."""
+        backup = self._backup
+        bulk = [p for p in plans if any(f.write for f in p.fields)]
+        if backup is None or len(bulk) <= backup.threshold:
+            return
+        products = sorted({p.entry.product for p in bulk})
+        try:
+            await backup(products, len(bulk))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the backup says what failed (and logged it); hold the bulk
+            raise BulkHeld(f"bulk of {len(bulk)} optimization(s) held: {exc}") from exc
 
     async def _plan(self, entry: Entry) -> _Plan:
         plan = _Plan(entry, in_doubt=entry.state == "applying")

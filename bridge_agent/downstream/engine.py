@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 from bridge_agent.config import StoreSettings
-from bridge_agent.downstream.apply import Applier, DownstreamSettings
+from bridge_agent.downstream.apply import Applier, BulkBackup, DownstreamSettings
 from bridge_agent.downstream.feed import LONG_POLL, FeedReader, HubLink
 from bridge_agent.downstream.keeper import jsonld_options
 from bridge_agent.downstream.results import ResultPoster
@@ -43,6 +43,7 @@ class Downstream:
         hub: Callable[[], HubLink],
         on_recorded: Callable[[], None],
         wait: float = LONG_POLL,
+        backup: BulkBackup | None = None,
     ) -> None:
         self.results = ResultPoster(store.id, hub, state, metrics)
         self.applier = Applier(
@@ -60,6 +61,7 @@ class Downstream:
             ),
             on_outcome=self.results.nudge,
             on_recorded=on_recorded,
+            backup=backup,  # `backup_before_bulk`: export/backup.py, made by stores.py
         )
         self.feed = FeedReader(
             store.id,

@@ -1,7 +1,8 @@
 """The `meta` table: small key/value facts of the whole state (the seq counter, the last shipment).
 
 Keys in use: `next_seq` (the agent-wide seq counter, see `Transaction.take_seq` and
-`StateStore.raise_seq_to_clock`) and `last_shipment_at` (epoch ms of the last hub ack).
+`StateStore.raise_seq_to_clock`), `last_shipment_at` (epoch ms of the last hub ack) and
+`export:<name>:last` (where the next incremental export of that name starts, export/reader.py).
 """
 
 from __future__ import annotations

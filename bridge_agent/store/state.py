@@ -762,6 +762,10 @@ class StateStore:
     async def meta(self, key: str) -> str | None:
         return await self._read(lambda db: meta.get(db, key))
 
+    async def set_meta(self, key: str, value: str) -> None:
+        """One small fact (an export's incremental mark, bridge_agent/export/reader.py)."""
+        await self._transact(lambda tx: meta.set_value(tx, key, value))
+
     async def check(self) -> None:
         """A cheap read that fails if the database is unusable or its file was lost (/healthz)."""
 
