@@ -11,22 +11,29 @@ The rows are also written, with the machine's CPU count, load, Python version an
 `bench/results/<UTC timestamp>.json`, and each script's full output beside it as
 `<timestamp>-<name>.log` (results are machine-specific: the folder's files are not committed).
 
-    bench/run [--quick] [--only NAME ...]
+    bench/run [--quick] [--only NAME ...] [--timeout [NAME=]SECONDS ...]
 
-`--quick` runs each benchmark with its smallest options (about 2 minutes in all on 2 CPUs); the
-defaults take an hour or more (the scripts' own estimates add up to 45-60 minutes on 2 CPUs:
-imports at 10 000 and 100 000 products, a sweep of 100 000, downstream bulks of 10 000).
+`--quick` runs each benchmark with its smallest options (about 7 minutes in all on 2 CPUs, the
+2-minute soak and the quick latency run included); the defaults take an hour and a half or more
+(the scripts' own estimates add up to 45-60 minutes on 2 CPUs: imports at 10 000 and 100 000
+products, a sweep of 100 000, downstream bulks of 10 000; then the 30-minute soak).
+
+Each script runs in its own session with a timeout (its `Benchmark.timeout`, or `--timeout`):
+one that hangs is stopped with its whole process group (the agent, hub and simulators it
+started) and becomes a failed row, and the run goes on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -40,11 +47,7 @@ ADE_PEER = "Adobe Commerce SaaS Data Export: 1 000 products/min (anchors.md)"
 
 # Figures issue 16 asks for that no script in bench/ measures yet: printed after the table (and in
 # the JSON as "not_measured") so the gap stays visible until a benchmark lands for each.
-NOT_MEASURED = (
-    "spool-to-hub-ack latency p50/p99 at 100 changes/s (target p99 < 1 s)",
-    "WooCommerce webhook-to-hub-ack latency",
-    "chaos trials: lost (must be 0), double writes (must be 0), time to converge",
-)
+NOT_MEASURED: tuple[str, ...] = ()
 
 
 class FormatChanged(Exception):
@@ -71,6 +74,12 @@ class Benchmark:
     quick: tuple[str, ...]
     full: tuple[str, ...]
     parse: Parser
+    # Seconds the script may take (quick, full) before it is stopped and becomes a failed row:
+    # a few times its own estimate on 2 busy CPUs, so only a hang reaches it.
+    timeout: tuple[float, float] = (600.0, 1800.0)
+    # Whether a non-zero exit still prints figures to read (the chaos run exits 1 when a trial
+    # failed, and its summary saying which is the figure that matters most).
+    figures_on_failure: bool = False
 
 
 # -- parsing helpers ------------------------------------------------------------------------------
@@ -278,9 +287,115 @@ def parse_wordpress(out: str) -> list[Row]:
     ]
 
 
+def parse_latency(out: str) -> list[Row]:
+    s = "latency.py"
+    t = rows_of(out, "ms  ", s)
+    rate = grab(r"^latency at ([\d.]+) changes/s", out, s).group(1)
+    rows = [
+        Row(
+            f"spool-to-hub-ack latency at {rate} changes/s, p99",
+            f"{cell(t, 'spool hook -> hub ack', 'p99', s)} ms"
+            f" (p50 {cell(t, 'spool hook -> hub ack', 'p50', s)})",
+            "p99 < 1 000 ms",
+        )
+    ]
+    key = "webhook sent -> hub ack"
+    if key in t:  # absent with --skip-webhooks
+        rows.append(
+            Row(
+                f"WooCommerce webhook-to-hub-ack latency at {rate}/s, p99",
+                f"{cell(t, key, 'p99', s)} ms (p50 {cell(t, key, 'p50', s)})",
+            )
+        )
+    return rows
+
+
+def parse_soak(out: str) -> list[Row]:
+    s = "soak.py"
+    t = rows_of(out, "figure  ", s)
+    head = grab(r"^soak: ([\d.]+) changes/s over (\d+) products for ([\d.]+) min", out, s)
+    rate, products, minutes = head.groups()
+    where = f"{rate}/s, {minutes} min, hub down a third"
+
+    def fig(row: str, unit: str) -> str:
+        growth = cell(t, row, "growth/min", s)
+        return f"{cell(t, row, 'peak', s)}{unit} (end {cell(t, row, 'end', s)}, {growth}/min)"
+
+    return [
+        Row(f"soak ({where}): agent peak RSS", fig("agent RSS MB", " MB"), "<= 150 MB, plateau"),
+        Row(f"soak ({where}): open fds, peak", fig("open fds", ""), "<= 64, plateau"),
+        Row(
+            f"soak ({where}): state DB + WAL, peak",
+            fig("state DB + WAL MB", " MB"),
+            "<= 64 MB, plateau",
+        ),
+        Row(
+            f"soak ({where}): outbox rows, max",
+            cell(t, "outbox rows", "peak", s),
+            f"<= {products} (one per product)",
+        ),
+    ]
+
+
+def parse_export(out: str) -> list[Row]:
+    s = "export.py"
+    t = rows_of(out, "format  ", s)
+    products = grab(r"^export of (\d+) products", out, s).group(1)
+    return [
+        Row(
+            f"export of {products} products to {fmt}",
+            f"{cell(t, fmt, 'rows/s', s)} rows/s, peak RSS {cell(t, fmt, 'peak RSS MB', s)} MB,"
+            f" {cell(t, fmt, 'file MB', s)} MB",
+            "streaming: peak RSS flat in the catalog size",
+        )
+        for fmt in t
+    ]
+
+
+def parse_chaos(out: str) -> list[Row]:
+    s = "chaos.py"
+    block = grab(r"(?ms)^chaos summary\n(.*)", out, s).group(1)
+    fields = dict(
+        line.split(": ", 1)
+        for line in block.splitlines()
+        if ": " in line and not line.startswith("replay")
+    )
+    try:
+        trials, products = fields["trials"], fields["products checked"]
+        where = f"chaos, {trials} trials, {products} products checked"
+        return [
+            Row(f"{where}: lost", fields["lost"], "0"),
+            Row(f"{where}: double writes", fields["double writes"], "0"),
+            Row(f"{where}: merchant values overwritten", fields["overwrites"], "0"),
+            Row(
+                f"{where}: duplicates delivered (at least once)",
+                fields["duplicates delivered"],
+            ),
+            Row(
+                f"{where}: time to converge",
+                f"p50 {fields['converge p50 s']} s, max {fields['converge max s']} s",
+                "within the settle limit",
+            ),
+            Row(
+                f"{where}: faults",
+                f"{fields['restarts']} SIGKILL restarts, {fields['hub outages']} hub outages",
+            ),
+            Row(
+                f"{where}: failing seeds",
+                fields["failing seeds"],
+                "none",
+                error=""
+                if fields["failing seeds"] == "none"
+                else "chaos trials failed (each replays with the `replay:` command in the log)",
+            ),
+        ]
+    except KeyError as exc:
+        raise FormatChanged(f"{s}: output format changed (no summary line {exc})") from None
+
+
 BENCHMARKS = (
-    Benchmark("ship", "ship.py", ("--products", "5000"), (), parse_ship),
-    Benchmark("hub", "hub.py", ("--products", "5000", "--rounds", "1"), (), parse_hub),
+    Benchmark("ship", "ship.py", ("--products", "5000"), (), parse_ship, (300, 900)),
+    Benchmark("hub", "hub.py", ("--products", "5000", "--rounds", "1"), (), parse_hub, (300, 900)),
     Benchmark(
         "import-woocommerce",
         "import.py",
@@ -307,6 +422,7 @@ BENCHMARKS = (
         ),
         ("--platform", "shopify"),
         parse_import_shopify,
+        (900, 2700),
     ),
     Benchmark("verify", "verify.py", ("--products", "2000"), (), parse_verify),
     Benchmark(
@@ -323,13 +439,25 @@ BENCHMARKS = (
         ("--platform", "shopify"),
         parse_downstream("shopify"),
     ),
-    Benchmark("jsonld", "jsonld_refresh.py", ("--changes", "20"), (), parse_jsonld),
+    Benchmark("jsonld", "jsonld_refresh.py", ("--changes", "20"), (), parse_jsonld, (300, 600)),
     Benchmark(
         "wordpress-plugin",
         "wordpress_plugin.py",
         ("--rounds", "1", "--per-round", "10"),
         (),
         parse_wordpress,
+    ),
+    Benchmark("latency", "latency.py", ("--quick",), (), parse_latency, (600, 900)),
+    Benchmark("soak", "soak.py", ("--minutes", "2"), (), parse_soak, (900, 3600)),
+    Benchmark("export", "export.py", ("--products", "5000"), (), parse_export, (600, 1800)),
+    Benchmark(
+        "chaos",
+        "chaos.py",
+        ("--trials", "1", "--platform", "both", "--seed", "7"),
+        ("--trials", "50", "--platform", "both"),
+        parse_chaos,
+        (900, 10800),
+        figures_on_failure=True,
     ),
 )
 
@@ -338,6 +466,9 @@ BENCHMARKS = (
 
 
 def rows_or_error(bench: Benchmark, done: subprocess.CompletedProcess[str]) -> list[Row]:
+    if done.returncode != 0 and bench.figures_on_failure:
+        with contextlib.suppress(FormatChanged):
+            return bench.parse(done.stdout)
     if done.returncode != 0:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
         error = f"{bench.script} exited {done.returncode}: {tail[0][:200]}"
@@ -348,21 +479,51 @@ def rows_or_error(bench: Benchmark, done: subprocess.CompletedProcess[str]) -> l
         return [Row(bench.name, "FAILED", error=str(exc))]
 
 
-def run_one(bench: Benchmark, quick: bool, stamp: str) -> list[Row]:
+class TimedOut(Exception):
+    """A benchmark ran past its timeout; it and its children were stopped."""
+
+
+def run_script(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run one benchmark in its own session, so that on a timeout its whole process group
+    (the script and the agent, hub and simulators it started) gets SIGTERM, then SIGKILL:
+    a script killed alone could leave its children running and holding the CPUs."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        raise TimedOut(out + err) from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def run_one(bench: Benchmark, quick: bool, stamp: str, timeout: float | None = None) -> list[Row]:
     args = bench.quick if quick else bench.full
+    limit = timeout if timeout is not None else bench.timeout[0 if quick else 1]
     method = " ".join([f"bench/{bench.script}", *args])
-    print(f"running {method} ...", flush=True)
+    print(f"running {method} (timeout {limit:.0f} s) ...", flush=True)
     log = RESULTS / f"{stamp}-{bench.name}.log"
     t0 = time.monotonic()
     try:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / bench.script), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_script([sys.executable, str(ROOT / "bench" / bench.script), *args], limit)
         log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    except TimedOut as exc:
+        log.write_text(str(exc), encoding="utf-8")
+        error = f"{bench.script} timed out after {limit:.0f} s (stopped; see {log.name})"
+        rows = [Row(bench.name, "FAILED", error=error)]
     except OSError as exc:
         rows = [Row(bench.name, "FAILED", error=f"{bench.script}: {exc}")]
     else:
@@ -402,6 +563,25 @@ def left_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+def parse_timeouts(
+    parser: argparse.ArgumentParser, values: Sequence[str], names: Sequence[str]
+) -> dict[str, float]:
+    """`--timeout` values: name -> seconds ("" for every benchmark)."""
+    out: dict[str, float] = {}
+    for value in values:
+        name, _, seconds = value.rpartition("=")
+        if name and name not in names:
+            parser.error(f"--timeout {value}: no benchmark {name!r} (known: {', '.join(names)})")
+        try:
+            limit = float(seconds)
+        except ValueError:
+            limit = 0.0
+        if not limit > 0:
+            parser.error(f"--timeout {value}: expected a positive number of seconds")
+        out[name] = limit
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     names = [b.name for b in BENCHMARKS]
     parser = argparse.ArgumentParser(
@@ -411,17 +591,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         " defaults).",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smallest options: about 2 minutes on 2 CPUs"
+        "--quick", action="store_true", help="smallest options: about 12 minutes on 2 CPUs"
     )
     parser.add_argument("--only", nargs="+", choices=names, metavar="NAME", help=", ".join(names))
+    parser.add_argument(
+        "--timeout",
+        action="append",
+        default=[],
+        metavar="[NAME=]SECONDS",
+        help="stop a benchmark after this long (it becomes a failed row and the run goes on):"
+        " SECONDS for every benchmark, NAME=SECONDS for one (repeatable); default per"
+        " benchmark, a few times its own estimate",
+    )
     args = parser.parse_args(argv)
+    timeouts = parse_timeouts(parser, args.timeout, names)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     info = machine()
     rows: list[Row] = []
     for bench in BENCHMARKS:
         if args.only is None or bench.name in args.only:
-            rows.extend(run_one(bench, args.quick, stamp))
+            limit = timeouts.get(bench.name, timeouts.get(""))
+            rows.extend(run_one(bench, args.quick, stamp, limit))
     info["load_average_after"] = list(os.getloadavg())
     print()
     print(
@@ -433,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [r for r in rows if r.error]
     for r in failed:
         print(f"FAILED {r.figure}: {r.error}")
-    if args.only is None:
+    if args.only is None and NOT_MEASURED:
         print("\nnot measured by any benchmark yet: " + "; ".join(NOT_MEASURED))
     out = RESULTS / f"{stamp}.json"
     report = {
