@@ -241,7 +241,7 @@ def _export(table: Table, store_ids: set[str]) -> ExportSettings | None:
         destination=destination or FolderDestinationSettings(Path()),
         schedule=schedule,
         timezone=timezone,
-        fields=_string_list(table, "fields"),
+        fields=table.string_list("fields"),
         filters=_filters(table),
         keep=table.integer("keep", 7, minimum=1, maximum=10_000),
         incremental=table.boolean("incremental", False),
@@ -249,25 +249,6 @@ def _export(table: Table, store_ids: set[str]) -> ExportSettings | None:
     )
     table.finish(_EXPORT_KEYS)
     return settings if name else None
-
-
-def _string_list(table: Table, key: str) -> tuple[str, ...]:
-    """An array of non-empty strings (`${VAR}` expanded); () when absent or wrong."""
-    value = table.raw(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        table.problem(key, f"expected an array of strings, got {type_name(value)}")
-        return ()
-    out: list[str] = []
-    for n, item in enumerate(value):
-        if not isinstance(item, str):
-            table.problem(f"{key}[{n}]", f"expected a string, got {type_name(item)}")
-        elif not item.strip():
-            table.problem(f"{key}[{n}]", "must not be empty")
-        else:
-            out.append(item.strip())
-    return tuple(out)
 
 
 def _filters(table: Table) -> Mapping[str, tuple[str, ...]]:

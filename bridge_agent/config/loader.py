@@ -448,7 +448,7 @@ def _filters(table: Table) -> StoreFilters:
         table.problem("filters", f"expected a table ([stores.filters]), got {type_name(data)}")
         return StoreFilters()
     sub = Table(f"{table.label} [stores.filters]", data, table.context)
-    statuses = _string_list(sub, "status")
+    statuses = sub.string_list("status")
     for status in statuses:
         if status not in STATUSES:
             word = _STATUS_WORDS.get(status.lower())
@@ -459,9 +459,9 @@ def _filters(table: Table) -> StoreFilters:
         sub.problem("test_tag", "must not be empty (leave it out to sync every product)")
     filters = StoreFilters(
         status=tuple(s for s in statuses if s in STATUSES),
-        categories=_string_list(sub, "categories"),
-        tags=_string_list(sub, "tags"),
-        exclude_tags=_string_list(sub, "exclude_tags"),
+        categories=sub.string_list("categories"),
+        tags=sub.string_list("tags"),
+        exclude_tags=sub.string_list("exclude_tags"),
         only_visible=sub.boolean("only_visible", False),
         test_tag=test_tag or None,
     )
@@ -473,25 +473,6 @@ def _filters(table: Table) -> StoreFilters:
         sub.problem("test_tag", f"'{filters.test_tag}' is also in exclude_tags")
     sub.finish(_FILTER_KEYS)
     return filters
-
-
-def _string_list(table: Table, key: str) -> tuple[str, ...]:
-    """An array of non-empty strings (`${VAR}` expanded); () when absent or wrong."""
-    value = table.raw(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        table.problem(key, f"expected an array of strings, got {type_name(value)}")
-        return ()
-    out: list[str] = []
-    for n, item in enumerate(value):
-        if not isinstance(item, str):
-            table.problem(f"{key}[{n}]", f"expected a string, got {type_name(item)}")
-        elif not item.strip():
-            table.problem(f"{key}[{n}]", "must not be empty")
-        else:
-            out.append(item.strip())
-    return tuple(out)
 
 
 def _verify_schedule(table: Table, schedule: str, timezone: str) -> tuple[str, str]:

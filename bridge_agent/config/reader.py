@@ -179,6 +179,24 @@ class Table:
             return default
         return float(value)
 
+    def string_list(self, key: str) -> tuple[str, ...]:
+        """An array of non-empty strings (`${VAR}` expanded); () when absent or wrong."""
+        value = self.raw(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(key, f"expected an array of strings, got {type_name(value)}")
+            return ()
+        out: list[str] = []
+        for n, item in enumerate(value):
+            if not isinstance(item, str):
+                self.problem(f"{key}[{n}]", f"expected a string, got {type_name(item)}")
+            elif not item.strip():
+                self.problem(f"{key}[{n}]", "must not be empty")
+            else:
+                out.append(item.strip())
+        return tuple(out)
+
     def boolean(self, key: str, default: bool) -> bool:
         value = self._typed(key, bool, "a boolean (true or false)")
         return default if value is None else bool(value)

@@ -13,6 +13,7 @@ from typing import BinaryIO, Protocol
 from bridge_agent.export.fields import Selection
 from bridge_agent.export.reader import Item
 from bridge_agent.export.request import ExportReport, ExportRequest
+from bridge_agent.model import Product
 
 
 class Writer(Protocol):
@@ -68,3 +69,14 @@ class Counting(io.RawIOBase):
 
     def close(self) -> None:
         self.flush()
+
+
+def option_names(product: Product) -> list[str]:
+    """The names of the product's variant options (size, colour...), in first-seen order: the
+    importer formats give each one a column group of its own."""
+    names: list[str] = []
+    for variant in product.variants:
+        for name, _value in variant.options:
+            if name not in names:
+                names.append(name)
+    return names

@@ -32,7 +32,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
-from bridge_agent.export.base import text_stream
+from bridge_agent.export.base import option_names, text_stream
 from bridge_agent.export.fields import Selection
 from bridge_agent.export.reader import Item
 from bridge_agent.export.request import ExportReport, ExportRequest
@@ -108,7 +108,7 @@ class ShopifyCsvWriter:
     def product(self, item: Item) -> None:
         product = item.product
         assert product is not None
-        names = _option_names(product)
+        names = option_names(product)
         if len(names) > MAX_OPTIONS:
             self._report.skip(f"more than {MAX_OPTIONS} options (Shopify's limit)", product.id)
             return
@@ -192,12 +192,3 @@ class ShopifyCsvWriter:
     def end(self) -> None:
         self._text.flush()
         self._text.detach()
-
-
-def _option_names(product: Product) -> list[str]:
-    names: list[str] = []
-    for variant in product.variants:
-        for name, _value in variant.options:
-            if name not in names:
-                names.append(name)
-    return names

@@ -42,7 +42,7 @@ import csv
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from bridge_agent.export.base import text_stream
+from bridge_agent.export.base import option_names, text_stream
 from bridge_agent.export.fields import Selection
 from bridge_agent.export.reader import Item
 from bridge_agent.export.request import ExportReport, ExportRequest
@@ -111,7 +111,7 @@ class WooCommerceCsvWriter:
     def product(self, item: Item) -> None:
         product = item.product
         assert product is not None
-        names = _attribute_names(product)
+        names = option_names(product)
         if len(names) > MAX_ATTRIBUTES:
             self._report.skip(f"more than {MAX_ATTRIBUTES} attributes", product.id)
             return
@@ -195,12 +195,3 @@ class WooCommerceCsvWriter:
     def end(self) -> None:
         self._text.flush()
         self._text.detach()
-
-
-def _attribute_names(product: Product) -> list[str]:
-    names: list[str] = []
-    for variant in product.variants:
-        for name, _value in variant.options:
-            if name not in names:
-                names.append(name)
-    return names

@@ -32,6 +32,7 @@ from bridge_agent.export.destinations.base import (
     retrying,
     temporary_name,
 )
+from bridge_agent.export.output import sync_directory
 
 __all__ = ["FolderDestination"]
 
@@ -104,7 +105,7 @@ class FolderDestination:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
-        _sync_folder(self.folder)
+        sync_directory(self.folder)
         return size
 
     def _rotate(self, prefix: str, keep: int) -> list[str]:
@@ -117,21 +118,8 @@ class FolderDestination:
             with contextlib.suppress(FileNotFoundError):  # someone removed it first: fine
                 (self.folder / name).unlink()
         if old:
-            _sync_folder(self.folder)
+            sync_directory(self.folder)
         return sorted(old)
-
-
-def _sync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # a folder that cannot be opened cannot be synced either; the rename stands
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _transient(exc: BaseException) -> bool:

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.config
@@ -66,6 +67,8 @@ _TRANSIENT_CODES = frozenset(
         "ThrottlingException",
     }
 )
+T = TypeVar("T")
+
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
 
 
@@ -95,32 +98,27 @@ class S3Destination:
     async def deliver(self, local_file: Path, name: str) -> Delivered:
         check_name(name)
         local = Path(local_file)
-        size, attempts = await retrying(
-            self.label,
-            f"uploading {name}",
-            lambda: asyncio.to_thread(self._upload, local, name),
-            attempts=self.settings.attempts,
-            transient=_transient,
-            describe=self._describe,
-            backoff_base=self._backoff[0],
-            backoff_cap=self._backoff[1],
-        )
+        size, attempts = await self._retrying(f"uploading {name}", self._upload, local, name)
         s = self.settings
         return Delivered(name, f"s3://{s.bucket}/{s.prefix}{name}", size, attempts)
 
     async def rotate(self, prefix: str, keep: int) -> list[str]:
         check_keep(keep)
-        deleted, _ = await retrying(
+        deleted, _ = await self._retrying(f"rotating {prefix}", self._rotate, prefix, keep)
+        return deleted
+
+    async def _retrying(self, what: str, work: Callable[..., T], *args: Any) -> tuple[T, int]:
+        """`work(*args)` in a worker thread (boto3 blocks), retried on transient failures."""
+        return await retrying(
             self.label,
-            f"rotating {prefix}",
-            lambda: asyncio.to_thread(self._rotate, prefix, keep),
+            what,
+            lambda: asyncio.to_thread(work, *args),
             attempts=self.settings.attempts,
             transient=_transient,
             describe=self._describe,
             backoff_base=self._backoff[0],
             backoff_cap=self._backoff[1],
         )
-        return deleted
 
     # -- in the worker thread ------------------------------------------------------------------
 
