@@ -73,6 +73,7 @@ from bridge_agent.server import StoreView, status_document
 from bridge_agent.sources.importer import freeze
 from bridge_agent.store import Entry, Run, StateStore
 from bridge_agent.stores import STORE_CLIENT_TIMEOUT
+from bridge_agent.taskdump import describe_tasks
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
@@ -376,6 +377,7 @@ def run_agent(config: Config) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, agent, sig)
         loop.add_signal_handler(signal.SIGHUP, _on_reload, agent)
+        loop.add_signal_handler(signal.SIGUSR1, _on_dump)
         await agent.run()
 
     try:
@@ -403,6 +405,11 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _on_reload(agent: Agent) -> None:
     log.info("signal_received", signal="SIGHUP", action="reload")
     agent.reload()
+
+
+def _on_dump() -> None:
+    """SIGUSR1: log what every task waits on (taskdump.py); the agent goes on."""
+    log.warning("tasks_dumped", signal="SIGUSR1", tasks=describe_tasks())
 
 
 def _on_signal(agent: Agent, sig: signal.Signals) -> None:

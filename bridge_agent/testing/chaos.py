@@ -682,6 +682,10 @@ image_checks = false
             )
             lines = self.agent.tail(4000).strip().splitlines()
             r.problems.append(f"agent's last log line: {lines[-1][:300] if lines else '(none)'}")
+            if self.agent.up:  # what each of its tasks waits on, into its log (taskdump.py)
+                self.agent.proc.send_signal(signal.SIGUSR1)  # type: ignore[union-attr]
+                await asyncio.sleep(1.0)
+                r.problems.append("agent's tasks: the `tasks_dumped` event in agent.log")
         r.problems += [d for d in diffs if d.startswith("product ")]
         await self.judge_results()
         self.judge_writes()
