@@ -28,25 +28,35 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from bridge_agent.errors import InputError
-from bridge_agent.export.base import Counting, WriterFactory
+from bridge_agent.export.base import Counting, Writer, WriterFactory
 from bridge_agent.export.csvfile import CsvWriter
-from bridge_agent.export.fields import select
+from bridge_agent.export.fields import Selection, select
 from bridge_agent.export.jsonfile import JsonLinesWriter, JsonWriter
 from bridge_agent.export.merchant import MerchantFeedWriter
 from bridge_agent.export.reader import Reader
 from bridge_agent.export.request import FORMATS, ExportReport, ExportRequest
 from bridge_agent.export.shopify_csv import ShopifyCsvWriter
 from bridge_agent.export.woocommerce_csv import WooCommerceCsvWriter
-from bridge_agent.export.workbook import WorkbookWriter
 from bridge_agent.platforms.woocommerce.mapping import SEO_META_KEYS
 from bridge_agent.store import DB_NAME
+
+
+def _workbook_writer(
+    out: BinaryIO, request: ExportRequest, selection: Selection, report: ExportReport
+) -> Writer:
+    """The xlsx writer, imported when an xlsx export runs: openpyxl takes a quarter of a second
+    to import, which every start of the agent and every CLI command would otherwise pay."""
+    from bridge_agent.export.workbook import WorkbookWriter  # noqa: PLC0415 - see above
+
+    return WorkbookWriter(out, request, selection, report)
+
 
 WRITERS: Mapping[str, WriterFactory] = {
     "csv": CsvWriter,
     "json": JsonWriter,
     "jsonl": JsonLinesWriter,
     "xml": MerchantFeedWriter,
-    "xlsx": WorkbookWriter,
+    "xlsx": _workbook_writer,
     "shopify-csv": ShopifyCsvWriter,
     "woocommerce-csv": WooCommerceCsvWriter,
 }
