@@ -167,6 +167,46 @@ async def test_a_live_request_waiting_for_points_goes_before_background_work() -
     assert order == ["live", "background"]
 
 
+async def test_a_stream_of_cheaper_live_requests_never_starves_a_costly_one() -> None:
+    """Defect (chaos, Shopify seeds 2018/2026/2029): a poll asking 872 points each second took
+    the points every time the bucket reached 872, and a downstream re-fetch asking 900 waited
+    for ever; the JSON-LD, verification and every optimisation behind it stood still. Live
+    waiters are served in order: a later one only takes points beyond the earlier ones' need."""
+    bucket = CostBucket()
+    bucket.observe(ThrottleStatus(1000, 0, 1000))  # 1 000 points a second: 0.9 s for 900
+    polls = 0
+
+    async def poll_each_time() -> None:
+        nonlocal polls
+        while True:
+            await bucket.acquire(870)
+            bucket.release(870)  # answered at once; its points stay spent, as Shopify's
+            polls += 1
+
+    head = asyncio.create_task(bucket.acquire(900))
+    await until(lambda: bucket.waiting > 0, what="the costly request waits")
+    stream = asyncio.create_task(poll_each_time())
+    try:
+        await asyncio.wait_for(head, 5)  # before the fix: never (the polls took every 870)
+        await until(lambda: polls >= 2, what="the polls go on after it")
+    finally:
+        stream.cancel()
+        await asyncio.gather(stream, return_exceptions=True)
+
+
+async def test_a_cheap_live_request_still_passes_when_the_bucket_holds_both() -> None:
+    """Order among live waiters costs nothing when there are points for everyone: a webhook's
+    3-point resolve goes at once beside a waiting 900 when the bucket holds 903."""
+    time = _FakeTime()
+    bucket = CostBucket(clock=time.clock, sleep=time.sleep)
+    bucket.observe(ThrottleStatus(2000, 950, 100))
+    bucket._live_waiters[1], bucket._live_need = 900.0, 900.0  # a 900 waits (its sleep aside)
+    await bucket.acquire(3)
+    assert time.now == 0  # 950 >= 900 + 3: no wait
+    await bucket.acquire(100)
+    assert time.now == pytest.approx(0.53)  # 847 left: waits until 900 + 100 are there
+
+
 # -- 3. a refused resume cursor ----------------------------------------------------------------
 
 

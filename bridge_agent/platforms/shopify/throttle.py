@@ -29,9 +29,13 @@ Live work first, as in the store's request budget (`platforms/http.py`): a reque
 background work (`in_background()`) waits its turn behind the other background requests and
 goes out only when the bucket keeps `live_reserve()` points besides its cost (enough for a
 webhook's re-fetch or inventory-item resolve), and not while a live request waits for points; a
-live request never waits behind a background one, and waits for nothing but its points (no lock:
-a cheap one may pass a costly one that waits, which then waits a little longer). No waiter sleeps
-holding anything a live request needs.
+live request never waits behind a background one. Live requests that must wait are served in the
+order they asked: a later one (a cheap webhook resolve, a poll) may pass an earlier one only with
+points the bucket holds beyond what every earlier waiter needs, so it never delays them. Without
+that rule a steady stream of cheaper requests (a poll of 872 points each second) takes the points
+every time the bucket reaches its cost, and a costlier one that waits (a re-fetch of 900) never
+sees its own: the chaos oracle found exactly that stall. No waiter sleeps holding a lock; the
+first waiter waits for nothing but its own points.
 
 Every request is numbered when it reserves (`acquire` returns the number), and a report is
 observed with the number of the request it answered: answers may arrive out of order, and a
@@ -62,6 +66,7 @@ __all__ = ["CostBucket", "ThrottleStatus"]
 log = structlog.get_logger("bridge_agent.shopify")
 
 MIN_WAIT = 0.05  # seconds: below this a wait is not worth a timer
+LONG_WAIT = 5.0  # seconds: a wait this long is logged (a full bucket refills in 20 s)
 MAX_WAIT = 60.0  # one sleep never exceeds this (the model is looked at again after it)
 MAX_ACQUIRE_WAIT = 300.0  # seconds one request may wait for points in total before giving up
 MIN_RESTORE_RATE = 1.0  # points a second: a store reporting less is treated as broken
@@ -121,7 +126,9 @@ class CostBucket:
         # Background requests wait one at a time, in the order they asked; live ones hold no
         # turn, and while any waits for points (`_live_need`) no background request takes any.
         self._background_turn = asyncio.Lock()
-        self._live_need = 0.0
+        self._live_need = 0.0  # the points all waiting live requests need, together
+        self._live_waiters: dict[int, float] = {}  # ticket -> cost, in the order they asked
+        self._tickets = 0
 
     def __repr__(self) -> str:
         level = self.level()
@@ -196,7 +203,7 @@ class CostBucket:
 
     async def _take(self, cost: float, *, background: bool) -> int:
         waited = 0.0
-        asking = False  # whether this live request counts in `_live_need`
+        ticket: int | None = None  # a live request's place among the live waiters
         try:
             while True:
                 if not self.fits(cost):  # the bucket shrank while we waited
@@ -205,7 +212,7 @@ class CostBucket:
                     # A live request is waiting for points: it goes first.
                     wait = self.wait_for(self._live_need)
                 else:
-                    reserve = self.live_reserve() if background else 0.0
+                    reserve = self.live_reserve() if background else self._ahead(ticket)
                     wait = self.wait_for(cost, reserve=reserve)
                     if wait <= 0:
                         break
@@ -217,14 +224,32 @@ class CostBucket:
                         outcome=Outcome.RATE_LIMITED,
                         retry_after=MAX_WAIT,
                     )
-                if not background and not asking:
-                    asking = True
+                if not background and ticket is None:
+                    self._tickets += 1
+                    ticket = self._tickets
+                    self._live_waiters[ticket] = cost
                     self._live_need += cost
                 # Any shortfall is waited for, at least MIN_WAIT: a request sent a few points
                 # short is answered THROTTLED (the store checks available >= requested). A live
                 # request sleeps holding no lock: a webhook's 3-point resolve must not wait
                 # behind a poll page's 900 (it may pass it: the poll waits a moment longer).
                 wait = max(wait, MIN_WAIT)
+                if wait >= LONG_WAIT:
+                    # A wait this long is news to an operator: a stalled store shows here.
+                    status = self.status
+                    log.warning(
+                        "shopify_bucket_wait",
+                        store=self._store,
+                        cost=round(cost),
+                        background=background,
+                        wait_s=round(wait, 1),
+                        waited_s=round(waited, 1),
+                        modelled=round(self._level),
+                        reserved=round(self.reserved),
+                        live_need=round(self._live_need),
+                        maximum=status.maximum if status else None,
+                        restore_rate=status.restore_rate if status else None,
+                    )
                 waited += wait
                 self.waited += wait
                 self.waiting += 1
@@ -233,13 +258,20 @@ class CostBucket:
                 finally:
                     self.waiting -= 1
         finally:
-            if asking:
+            if ticket is not None:
+                del self._live_waiters[ticket]
                 self._live_need -= cost
         self.reserved += cost
         if self.level() is not None:
             self._level -= cost
         self._sent += 1
         return self._sent
+
+    def _ahead(self, ticket: int | None) -> float:
+        """The points the live waiters before `ticket` need (all of them for a newcomer)."""
+        if ticket is None:
+            return self._live_need
+        return sum(c for t, c in self._live_waiters.items() if t < ticket)
 
     def release(self, cost: float) -> None:
         """The request that reserved `cost` was answered (its report, observed next, includes
