@@ -15,6 +15,7 @@ At the end, a summary with fixed labels, one `label: value` per line after `chao
     duplicates delivered: 3
     double writes: 0
     overwrites: 0
+    raced in the read-write window: 1
     restarts: 97
     hub outages: 41
     converge p50 s: 3.1
@@ -54,6 +55,7 @@ def summary(reports: list[TrialReport]) -> list[str]:
         f"duplicates delivered: {sum(r.duplicates for r in reports)}",
         f"double writes: {sum(r.double_writes for r in reports)}",
         f"overwrites: {sum(r.overwrites for r in reports)}",
+        f"raced in the read-write window: {sum(r.raced for r in reports)}",
         f"restarts: {sum(r.restarts for r in reports)}",
         f"hub outages: {sum(r.hub_outages for r in reports)}",
         f"converge p50 s: {p50}",
@@ -82,6 +84,9 @@ async def main(args: argparse.Namespace) -> int:
             )  # fmt: skip
             reports.append(report)
             say(report.line() if report.ok else report.failure())
+            if report.ok:
+                for note in report.notes:
+                    say(f"  note: {note}")
     say(f"({time.monotonic() - started:.0f} s in all)")
     for line in summary(reports):
         say(line)

@@ -368,6 +368,10 @@ def parse_chaos(out: str) -> list[Row]:
             Row(f"{where}: double writes", fields["double writes"], "0"),
             Row(f"{where}: merchant values overwritten", fields["overwrites"], "0"),
             Row(
+                f"{where}: merchant edits raced into the read-write window (documented)",
+                fields.get("raced in the read-write window", "n/a"),
+            ),
+            Row(
                 f"{where}: duplicates delivered (at least once)",
                 fields["duplicates delivered"],
             ),

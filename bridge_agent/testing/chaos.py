@@ -241,6 +241,10 @@ class TrialReport:
     duplicates: int = 0  # batch items the hub received again (allowed: at least once)
     double_writes: int = 0
     overwrites: int = 0
+    # Merchant edits that landed between the agent's last read of the product and its write:
+    # the read-write window a platform without a conditional write leaves (guarantee 5 names
+    # it); counted and shown, not a failure. Only where the store logs the writer's reads.
+    raced: int = 0
     restarts: int = 0  # SIGKILLs of the agent, each followed by a restart
     hub_outages: int = 0
     converge_s: float | None = None  # faults stopped -> oracle holds
@@ -252,6 +256,7 @@ class TrialReport:
     changes: int = 0
     agent_exits: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth reading, not failures
     workdir: str = ""
 
     @property
@@ -283,7 +288,8 @@ class TrialReport:
             f"{'ok  ' if self.ok else 'FAIL'} {self.platform:<11} seed={self.seed}"
             f" products={self.products_checked} lost={self.lost} duplicates={self.duplicates}"
             f" double_writes={self.double_writes} overwrites={self.overwrites}"
-            f" restarts={self.restarts} hub_outages={self.hub_outages} converge={converge}"
+            f" raced={self.raced} restarts={self.restarts} hub_outages={self.hub_outages}"
+            f" converge={converge}"
             f" changes={self.changes} optimisations={self.optimisations} [{results}]"
         )
 
@@ -293,6 +299,7 @@ class TrialReport:
         if self.agent_exits:
             lines.append(f"  the agent exited on its own with {self.agent_exits}")
         lines += [f"  {p}" for p in self.problems[:40]]
+        lines += [f"  note: {n}" for n in self.notes]
         if len(self.problems) > 40:
             lines.append(f"  ... and {len(self.problems) - 40} more")
         return "\n".join(lines)
@@ -324,6 +331,7 @@ class Trial:
         self.targets: dict[int, str] = {}  # optimisation number -> its product
         self.merchant: dict[tuple[str, str], list[str]] = {}
         self.merchant_edits = 0
+        self.merchant_at: dict[tuple[str, str], float] = {}  # when the last edit was applied
         self.side_tasks: list[asyncio.Task[Any]] = []
         token_file = root / "hub-token"
         token_file.write_text(HUB_TOKEN, encoding="utf-8")
@@ -563,6 +571,7 @@ image_checks = false
             name, value = "description_html", f"<p>merchant{k}-desc</p>"
             self.store.edit_field(pid, name, value, how)
         self.merchant.setdefault((pid, name), []).append(value)
+        self.merchant_at[(pid, name)] = time.monotonic()
         self.report.changes += 1
 
     async def queue_verify(self) -> None:
@@ -739,12 +748,32 @@ image_checks = false
                 if int(n) in self.proposals
                 and _mark(last) in str((self.proposals[int(n)].fields.get(name) or {}).get("from"))
             ]  # fmt: skip
-            if not legit:
+            if not legit and self.raced_write(pid, name, text):
+                r.raced += 1
+                r.notes.append(
+                    f"product {pid} {name}: the merchant's {last!r} landed between the agent's"
+                    f" last read and its write (no conditional write), store holds {_short(final)}"
+                )
+            elif not legit:
                 r.overwrites += 1
                 r.problems.append(
                     f"product {pid} {name}: the merchant's {last!r} overwritten, store holds"
                     f" {_short(final)}"
                 )
+
+    def raced_write(self, pid: str, name: str, text: str) -> bool:
+        """Whether the merchant's last edit of the field was applied after the agent last read
+        the product and before the write that replaced it: the agent could not have seen it."""
+        edited = self.merchant_at.get((pid, name))
+        writes = self.store.writes
+        for n, _tag in OPT_MARK.findall(text):
+            written = writes.applied.get((int(n), name))
+            if edited is None or written is None or not edited < written:
+                continue
+            read = writes.last_read_before(pid, written)
+            if read is not None and read < edited:
+                return True
+        return False
 
     def count_duplicates(self) -> None:
         seen: Counter[tuple[str, str, str]] = Counter()

@@ -23,6 +23,7 @@ import contextlib
 import json
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,15 +102,32 @@ class ResetFault:
 class Writes:
     """Every field an optimisation's value was written to, as the store applied it:
     `(optimisation number, canonical field) -> writes`. JSON-LD is not counted: the agent
-    rewrites it legitimately whenever the product changes (the JSON-LD keeper)."""
+    rewrites it legitimately whenever the product changes (the JSON-LD keeper).
+
+    Also when: `applied` holds the (monotonic) time each optimisation's field was first
+    written, and `reads` the times the agent's writer read each product's fields (where the
+    store can tell: Shopify's writer queries). With both, the oracle can tell a merchant edit
+    that landed between the agent's last read and its write (the read-write window of a
+    platform without a conditional write, design.md guarantee 5) from an overwrite the agent
+    could have seen."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[int, str]] = Counter()
+        self.applied: dict[tuple[int, str], float] = {}
+        self.reads: dict[str, list[float]] = {}
 
     def count(self, value: Any, field: str) -> None:
         for n, found in marks(value):
             if found == field:
                 self.counts[(n, field)] += 1
+                self.applied.setdefault((n, field), time.monotonic())
+
+    def read(self, product: str) -> None:
+        self.reads.setdefault(product, []).append(time.monotonic())
+
+    def last_read_before(self, product: str, moment: float) -> float | None:
+        before = [t for t in self.reads.get(product, ()) if t < moment]
+        return max(before) if before else None
 
 
 class StoreSide:
@@ -371,6 +389,7 @@ class WooStore(StoreSide):
 
 WRITER_PRODUCT_UPDATE = "WriterProductUpdate"
 WRITER_FILE_UPDATE = "WriterFileUpdate"
+WRITER_READS = ("WriterFields", "WriterFieldsMedia")  # the writer's reads before it writes
 
 
 class ShopifyStore(StoreSide):
@@ -395,7 +414,10 @@ class ShopifyStore(StoreSide):
         name = body.get("operationName")
         variables = body.get("variables") or {}
         data = answer.get("data") or {}
-        if name == WRITER_PRODUCT_UPDATE:
+        if name in WRITER_READS:
+            for ref in variables.get("ids") or ():
+                self.writes.read(str(ref).rsplit("/", 1)[-1])
+        elif name == WRITER_PRODUCT_UPDATE:
             if (data.get("productUpdate") or {}).get("userErrors"):
                 return  # all or nothing: refused, nothing applied
             product = variables.get("product") or {}
