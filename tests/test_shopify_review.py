@@ -6,6 +6,7 @@ parts (the cost bucket, the bulk spool) with an injected clock."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 from typing import Any
 
@@ -203,8 +204,75 @@ async def test_a_cheap_live_request_still_passes_when_the_bucket_holds_both() ->
     bucket._live_waiters[1], bucket._live_need = 900.0, 900.0  # a 900 waits (its sleep aside)
     await bucket.acquire(3)
     assert time.now == 0  # 950 >= 900 + 3: no wait
-    await bucket.acquire(100)
-    assert time.now == pytest.approx(0.53)  # 847 left: waits until 900 + 100 are there
+    await bucket.acquire(300)  # beyond the 250 points later requests may pass with
+    assert time.now == pytest.approx(2.53)  # 947 left: waits until 900 + 300 are there
+
+
+async def test_a_webhook_resolve_passes_a_waiting_poll() -> None:
+    """A live 3-point resolve (3 s to answer) does not queue behind a live 872-point poll that
+    waits 15 s for points on a Standard shop."""
+    time = _FakeTime()
+    bucket = CostBucket(clock=time.clock, sleep=time.sleep)
+    bucket.observe(ThrottleStatus(1000, 100, 50))
+    bucket._live_waiters[1], bucket._live_need = 872.0, 872.0  # the poll waits (sleep aside)
+    await bucket.acquire(3)
+    assert time.now == 0
+
+
+class _VirtualTime:
+    """Sleeps park until `run_until` moves the clock: tasks interleave as in real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._count += 1
+        heapq.heappush(self._sleepers, (self.now + seconds, self._count, future))
+        await future
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def run_until(self, moment: float) -> None:
+        await self.settle()
+        while self._sleepers and self._sleepers[0][0] <= moment:
+            when, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, when)
+            if not future.done():
+                future.set_result(None)
+            await self.settle()
+        self.now = max(self.now, moment)
+        await self.settle()
+
+
+async def test_a_waiter_that_leaves_wakes_the_ones_behind_it() -> None:
+    """A 500 waits behind a 900 (together 28 s at 50 points a second); the 900 is cancelled
+    at 0.5 s: the 500 goes when its own points are there (10 s), not on its old wait."""
+    time = _VirtualTime()
+    bucket = CostBucket(clock=time.clock, sleep=time.sleep)
+    bucket.observe(ThrottleStatus(1000, 0, 50))
+    head = asyncio.create_task(bucket.acquire(900))
+    await time.settle()
+    went: list[float] = []
+
+    async def second() -> None:
+        await bucket.acquire(500)
+        went.append(time.now)
+
+    task = asyncio.create_task(second())
+    await time.run_until(0.5)
+    head.cancel()
+    await time.run_until(60)
+    await asyncio.gather(head, task, return_exceptions=True)
+    assert went and went[0] == pytest.approx(10.0, abs=0.1)
+    assert bucket._live_need == 0 and not bucket._live_waiters
 
 
 # -- 3. a refused resume cursor ----------------------------------------------------------------

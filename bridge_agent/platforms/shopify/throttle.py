@@ -30,12 +30,14 @@ background work (`in_background()`) waits its turn behind the other background r
 goes out only when the bucket keeps `live_reserve()` points besides its cost (enough for a
 webhook's re-fetch or inventory-item resolve), and not while a live request waits for points; a
 live request never waits behind a background one. Live requests that must wait are served in the
-order they asked: a later one (a cheap webhook resolve, a poll) may pass an earlier one only with
-points the bucket holds beyond what every earlier waiter needs, so it never delays them. Without
-that rule a steady stream of cheaper requests (a poll of 872 points each second) takes the points
-every time the bucket reaches its cost, and a costlier one that waits (a re-fetch of 900) never
-sees its own: the chaos oracle found exactly that stall. No waiter sleeps holding a lock; the
-first waiter waits for nothing but its own points.
+order they asked: a later one may pass the waiters with points the bucket holds beyond what
+every earlier waiter needs, or (a webhook's resolve, which has 3 s to answer) within an allowance
+of `live_reserve()` points per first waiter, so the first waiter is delayed by that much at most.
+Without the order, a steady stream of cheaper requests (a poll of 872 points each second) takes
+the points every time the bucket reaches its cost, and a costlier one that waits (a re-fetch of
+900) never sees its own: the chaos oracle found exactly that stall. A waiter that leaves without
+its points (cancelled, refused) wakes the ones behind it, whose waits counted it. No waiter
+sleeps holding a lock; the first waiter waits for nothing but its own points (and the allowance).
 
 Every request is numbered when it reserves (`acquire` returns the number), and a report is
 observed with the number of the request it answered: answers may arrive out of order, and a
@@ -129,6 +131,9 @@ class CostBucket:
         self._live_need = 0.0  # the points all waiting live requests need, together
         self._live_waiters: dict[int, float] = {}  # ticket -> cost, in the order they asked
         self._tickets = 0
+        self._wait_logged = float("-inf")  # when a long wait was last logged (one a minute)
+        self._passed = 0.0  # points later live requests took past the first waiter
+        self._queue_changed = asyncio.Event()  # set when a live waiter leaves without points
 
     def __repr__(self) -> str:
         level = self.level()
@@ -174,14 +179,14 @@ class CostBucket:
         status = self.status
         return 0.0 if status is None else min(LIVE_RESERVE, status.maximum / 4)
 
-    def wait_for(self, cost: float, *, reserve: float = 0.0) -> float:
+    def wait_for(self, cost: float, *, reserve: float = 0.0, capped: bool = True) -> float:
         """Seconds until the modelled bucket holds `cost` and `reserve` besides (0 when it does,
         or is unknown); a cost and reserve above the bucket's size wait for a full bucket."""
         status = self.status
         level = self.level()
         if status is None or level is None:
             return 0.0
-        need = min(cost + reserve, status.maximum) - level
+        need = (min(cost + reserve, status.maximum) if capped else cost + reserve) - level
         if need <= 0:
             return 0.0
         return min(MAX_WAIT, need / status.restore_rate)
@@ -204,6 +209,7 @@ class CostBucket:
     async def _take(self, cost: float, *, background: bool) -> int:
         waited = 0.0
         ticket: int | None = None  # a live request's place among the live waiters
+        taken = False
         try:
             while True:
                 if not self.fits(cost):  # the bucket shrank while we waited
@@ -211,10 +217,23 @@ class CostBucket:
                 if background and self._live_need > 0:
                     # A live request is waiting for points: it goes first.
                     wait = self.wait_for(self._live_need)
-                else:
-                    reserve = self.live_reserve() if background else self._ahead(ticket)
-                    wait = self.wait_for(cost, reserve=reserve)
+                elif background:
+                    wait = self.wait_for(cost, reserve=self.live_reserve())
                     if wait <= 0:
+                        break
+                else:
+                    ahead = self._ahead(ticket)
+                    passing = ahead > 0 and self._passed + cost <= self.live_reserve()
+                    if passing:
+                        # A cheap request (a webhook's resolve, 3 s to answer) may pass the
+                        # waiters: they are delayed by `live_reserve()` points at most.
+                        ahead = 0.0
+                    # Not capped at the maximum: behind waiters needing more than the bucket
+                    # holds, a later request waits for them to go, never takes a full bucket.
+                    wait = self.wait_for(cost + ahead, capped=False)
+                    if wait <= 0:
+                        if passing:
+                            self._passed += cost
                         break
                 if waited >= MAX_ACQUIRE_WAIT:
                     raise PlatformUnavailable(
@@ -232,9 +251,10 @@ class CostBucket:
                 # Any shortfall is waited for, at least MIN_WAIT: a request sent a few points
                 # short is answered THROTTLED (the store checks available >= requested). A live
                 # request sleeps holding no lock: a webhook's 3-point resolve must not wait
-                # behind a poll page's 900 (it may pass it: the poll waits a moment longer).
+                # behind a poll page's 900 (it passes within the allowance, see `_take`).
                 wait = max(wait, MIN_WAIT)
-                if wait >= LONG_WAIT:
+                if wait >= LONG_WAIT and self._clock() - self._wait_logged >= MAX_WAIT:
+                    self._wait_logged = self._clock()
                     # A wait this long is news to an operator: a stalled store shows here.
                     status = self.status
                     log.warning(
@@ -247,6 +267,7 @@ class CostBucket:
                         modelled=round(self._level),
                         reserved=round(self.reserved),
                         live_need=round(self._live_need),
+                        waiting=self.waiting + 1,
                         maximum=status.maximum if status else None,
                         restore_rate=status.restore_rate if status else None,
                     )
@@ -254,24 +275,43 @@ class CostBucket:
                 self.waited += wait
                 self.waiting += 1
                 try:
-                    await self._sleep(wait)
+                    if ticket is None:
+                        await self._sleep(wait)
+                    else:
+                        await self._nap(wait)
                 finally:
                     self.waiting -= 1
+            taken = True
         finally:
             if ticket is not None:
+                if ticket == next(iter(self._live_waiters)):
+                    self._passed = 0.0  # the next first waiter gets its own allowance
                 del self._live_waiters[ticket]
-                self._live_need -= cost
+                self._live_need = sum(self._live_waiters.values())
+                if not taken:  # cancelled or refused: the waiters behind need it no more
+                    self._queue_changed.set()
+                    self._queue_changed = asyncio.Event()
         self.reserved += cost
         if self.level() is not None:
             self._level -= cost
         self._sent += 1
         return self._sent
 
+    async def _nap(self, wait: float) -> None:
+        """Sleep `wait`, or less if a live waiter ahead leaves without its points."""
+        sleeper = asyncio.ensure_future(self._sleep(wait))
+        waker = asyncio.ensure_future(self._queue_changed.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
     def _ahead(self, ticket: int | None) -> float:
         """The points the live waiters before `ticket` need (all of them for a newcomer)."""
         if ticket is None:
-            return self._live_need
-        return sum(c for t, c in self._live_waiters.items() if t < ticket)
+            return sum(c for c in self._live_waiters.values() if self.fits(c))
+        return sum(c for t, c in self._live_waiters.items() if t < ticket and self.fits(c))
 
     def release(self, cost: float) -> None:
         """The request that reserved `cost` was answered (its report, observed next, includes
