@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import logging
 import random
+import signal
 import statistics
 import sys
 import time
@@ -68,6 +69,11 @@ def summary(reports: list[TrialReport]) -> list[str]:
 
 
 async def main(args: argparse.Namespace) -> int:
+    # SIGTERM (bench/run's timeout, a plain `kill`) cancels the run like Ctrl-C does, so the
+    # trial in progress stops its agent, hub and simulator instead of leaving them running.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     platforms = PLATFORMS if args.platform == "both" else (args.platform,)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     say(
@@ -76,20 +82,27 @@ async def main(args: argparse.Namespace) -> int:
     )
     reports: list[TrialReport] = []
     started = time.monotonic()
-    for i in range(args.trials):
-        for platform in platforms:
-            report = await run_trial(
-                seed + i, platform, duration=args.duration, products=args.products,
-                settle=args.settle, keep=args.keep,
-            )  # fmt: skip
-            reports.append(report)
-            say(report.line() if report.ok else report.failure())
-            if report.ok:
-                for note in report.notes:
-                    say(f"  note: {note}")
+    stopped = False
+    try:
+        for i in range(args.trials):
+            for platform in platforms:
+                report = await run_trial(
+                    seed + i, platform, duration=args.duration, products=args.products,
+                    settle=args.settle, keep=args.keep,
+                )  # fmt: skip
+                reports.append(report)
+                say(report.line() if report.ok else report.failure())
+                if report.ok:
+                    for note in report.notes:
+                        say(f"  note: {note}")
+    except asyncio.CancelledError:  # SIGTERM: the trial in progress cleaned up after itself
+        stopped = True
+        say(f"stopped: the summary covers the {len(reports)} trial(s) that finished")
     say(f"({time.monotonic() - started:.0f} s in all)")
     for line in summary(reports):
         say(line)
+    if stopped:
+        return 143
     return 0 if all(r.ok for r in reports) else 1
 
 
