@@ -14,9 +14,10 @@ The rows are also written, with the machine's CPU count, load, Python version an
     bench/run [--quick] [--only NAME ...] [--timeout [NAME=]SECONDS ...]
 
 `--quick` runs each benchmark with its smallest options (about 7 minutes in all on 2 CPUs, the
-2-minute soak and the quick latency run included); the defaults take an hour and a half or more
-(the scripts' own estimates add up to 45-60 minutes on 2 CPUs: imports at 10 000 and 100 000
-products, a sweep of 100 000, downstream bulks of 10 000; then the 30-minute soak).
+2-minute soak, the quick latency run and one chaos trial per platform included); the defaults
+take three hours or more (the scripts' own estimates add up to 45-60 minutes on 2 CPUs: imports
+at 10 000 and 100 000 products, a sweep of 100 000, downstream bulks of 10 000; then the
+30-minute soak, exports of 100 000 products and 100 chaos trials, about 75 minutes).
 
 Each script runs in its own session with a timeout (its `Benchmark.timeout`, or `--timeout`):
 one that hangs is stopped with its whole process group (the agent, hub and simulators it
@@ -595,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         " defaults).",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smallest options: about 12 minutes on 2 CPUs"
+        "--quick", action="store_true", help="smallest options: about 7 minutes on 2 CPUs"
     )
     parser.add_argument("--only", nargs="+", choices=names, metavar="NAME", help=", ".join(names))
     parser.add_argument(
