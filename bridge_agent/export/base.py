@@ -7,6 +7,7 @@ report counts what it wrote and what it could not (`ExportReport`).
 
 from __future__ import annotations
 
+import csv
 import io
 from typing import BinaryIO, Protocol
 
@@ -80,3 +81,20 @@ def option_names(product: Product) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+class ImporterCsv:
+    """What the importer formats (shopify-csv, woocommerce-csv) share: RFC 4180 rows over UTF-8
+    text (a BOM on request), and deletions reported, since an import file cannot delete."""
+
+    def __init__(self, out: BinaryIO, request: ExportRequest, report: ExportReport) -> None:
+        self._text = text_stream(out, bom=request.bom)
+        self._csv = csv.writer(self._text, lineterminator="\r\n")
+        self._report = report
+
+    def deleted(self, item: Item) -> None:
+        self._report.skip("deleted (an import file cannot delete)", item.id)
+
+    def end(self) -> None:
+        self._text.flush()
+        self._text.detach()

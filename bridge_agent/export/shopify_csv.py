@@ -26,13 +26,12 @@ A deleted product cannot be said in an import file: it is reported.
 
 from __future__ import annotations
 
-import csv
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
-from bridge_agent.export.base import option_names, text_stream
+from bridge_agent.export.base import ImporterCsv, option_names
 from bridge_agent.export.fields import Selection
 from bridge_agent.export.reader import Item
 from bridge_agent.export.request import ExportReport, ExportRequest
@@ -93,13 +92,11 @@ def prices(source: Product | Variant) -> tuple[str, str]:
     return source.price or regular or "", ""
 
 
-class ShopifyCsvWriter:
+class ShopifyCsvWriter(ImporterCsv):
     def __init__(
         self, out: BinaryIO, request: ExportRequest, selection: Selection, report: ExportReport
     ) -> None:
-        self._text = text_stream(out, bom=request.bom)
-        self._csv = csv.writer(self._text, lineterminator="\r\n")
-        self._report = report
+        super().__init__(out, request, report)
         self._handles: set[str] = set()  # written so far: a handle is a product to Shopify
 
     def begin(self) -> None:
@@ -185,10 +182,3 @@ class ShopifyCsvWriter:
         row["Product image URL"] = image.src
         row["Image position"] = str(k + 1)
         row["Image alt text"] = image.alt
-
-    def deleted(self, item: Item) -> None:
-        self._report.skip("deleted (an import file cannot delete)", item.id)
-
-    def end(self) -> None:
-        self._text.flush()
-        self._text.detach()

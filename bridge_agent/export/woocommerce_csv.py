@@ -38,11 +38,10 @@ a quote in the product).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from bridge_agent.export.base import option_names, text_stream
+from bridge_agent.export.base import ImporterCsv, option_names
 from bridge_agent.export.fields import Selection
 from bridge_agent.export.reader import Item
 from bridge_agent.export.request import ExportReport, ExportRequest
@@ -91,13 +90,11 @@ def _stock_status(availability: str | None, stock: int | None) -> str:
     return "1"  # in stock, pre-order, or unknown: an empty cell imports as out of stock
 
 
-class WooCommerceCsvWriter:
+class WooCommerceCsvWriter(ImporterCsv):
     def __init__(
         self, out: BinaryIO, request: ExportRequest, selection: Selection, report: ExportReport
     ) -> None:
-        self._text = text_stream(out, bom=request.bom)
-        self._csv = csv.writer(self._text, lineterminator="\r\n")
-        self._report = report
+        super().__init__(out, request, report)
         self._columns = columns(request.seo_plugin)
         self._seo = self._columns[-2:]
 
@@ -188,10 +185,3 @@ class WooCommerceCsvWriter:
             row[f"Attribute {n} value(s)"] = _escape(values.get(name, ""))
             row[f"Attribute {n} global"] = "0"
         return row
-
-    def deleted(self, item: Item) -> None:
-        self._report.skip("deleted (an import file cannot delete)", item.id)
-
-    def end(self) -> None:
-        self._text.flush()
-        self._text.detach()

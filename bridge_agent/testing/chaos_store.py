@@ -18,6 +18,7 @@ optimisation's `to` values hold `opt<N>-<field>`, the merchant's edits `merchant
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -130,7 +131,7 @@ class Writes:
         return max(before) if before else None
 
 
-class StoreSide:
+class StoreSide(abc.ABC):
     """One simulated store: serve it, let the merchant change it, read its truth."""
 
     platform = ""
@@ -149,11 +150,11 @@ class StoreSide:
 
     # -- serving ---------------------------------------------------------------------------------
 
-    def make_app(self) -> web.Application:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def make_app(self) -> web.Application: ...
 
-    def bound(self, port: int) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def bound(self, port: int) -> None: ...
 
     async def start(self) -> None:
         app = self.make_app()
@@ -172,14 +173,14 @@ class StoreSide:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def initial_ids(self) -> list[str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def initial_ids(self) -> list[str]: ...
 
     # -- the agent's view --------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def store_toml(self, webhook_port: int) -> str:
         """The `[[stores]]` table for the agent, without intervals (the driver adds them)."""
-        raise NotImplementedError
 
     async def truth(self, settings: StoreSettings) -> dict[str, dict[str, Any]]:
         """Every product the store has now, mapped by the agent's own adapter (the canonical
@@ -217,38 +218,38 @@ class StoreSide:
             settings.update(drop_reply_after_write=2, latency_ms=20.0)
         self.apply_faults(settings)
 
-    def apply_faults(self, settings: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def apply_faults(self, settings: Mapping[str, Any]) -> None: ...
 
     # -- the merchant ------------------------------------------------------------------------------
 
-    def create(self, n: int, how: str) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def create(self, n: int, how: str) -> str: ...
 
-    def update(self, pid: str, n: int, how: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def update(self, pid: str, n: int, how: str) -> None: ...
 
-    def stock(self, pid: str, quantity: int, how: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stock(self, pid: str, quantity: int, how: str) -> None: ...
 
+    @abc.abstractmethod
     def remove(self, pid: str, how: str) -> None:
         """Trash or delete; `how` says whether anything tells the agent."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def edit_field(self, pid: str, field: str, value: str, how: str) -> bool:
         """The merchant edits an optimisable field; False if this product cannot have it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def field_value(self, pid: str, field: str) -> str | None:
         """The store's value of an optimisable field now (platform terms, no faults)."""
-        raise NotImplementedError
 
     def hint(self, pid: str, event: str) -> None:
         """A store-side plugin's spool hint (only where the platform has a plugin)."""
         write_spool(self.spool, spool_event(event, pid))
 
-    async def drain(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def drain(self) -> None: ...
 
 
 class WooStore(StoreSide):
