@@ -251,7 +251,12 @@ class Agent:
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         assert self._group is not None
-        return self._group.create_task(guard(name, coro), name=name)
+        task = self._group.create_task(guard(name, coro), name=name)
+        # A stop that comes before the task's first step cancels `guard` before it awaits
+        # `coro`: closing it then keeps Python from warning "coroutine ... was never awaited"
+        # (a no-op for a coroutine that ran).
+        task.add_done_callback(lambda _: coro.close())
+        return task
 
     def _client(
         self, *, timeout: float, base_url: str = "", verify: bool = True

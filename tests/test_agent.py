@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import shutil
 import time
@@ -286,3 +287,30 @@ async def test_a_new_state_is_announced_and_a_lost_one_stops_the_agent(
 
 async def _hub_has(hub: Hub, product_id: str) -> bool:
     return product_id in await hub.products("main")
+
+
+async def test_a_root_task_stopped_before_its_first_step_leaves_no_unawaited_coroutine(
+    tmp_path: Path, hub: Hub
+) -> None:
+    """Defect (CI, test_stop_with_unreachable_hub_keeps_everything): a stop that cancels the
+    root tasks before they ever ran left their coroutines unawaited, and Python's warning
+    about them failed whichever test collected the garbage."""
+    agent = Agent(make_config(tmp_path, hub.url))
+    started: list[str] = []
+
+    async def root() -> None:
+        started.append("root")
+
+    spawned: list[asyncio.Task[None]] = []
+
+    async def stop_at_once() -> None:
+        async with asyncio.TaskGroup() as group:
+            agent._group = group
+            spawned.append(agent._spawn("never-started", root()))
+            spawned[0].cancel()  # before the loop gives it a first step
+            raise RuntimeError("stop")  # the group cancels and waits, as a stopping agent
+
+    with pytest.raises(ExceptionGroup):
+        await stop_at_once()
+    assert spawned[0].cancelled() and started == []
+    gc.collect()  # an unawaited coroutine would warn here (pytest: an error)
