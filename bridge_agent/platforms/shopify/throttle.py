@@ -251,7 +251,7 @@ class CostBucket:
                 # Any shortfall is waited for, at least MIN_WAIT: a request sent a few points
                 # short is answered THROTTLED (the store checks available >= requested). A live
                 # request sleeps holding no lock: a webhook's 3-point resolve must not wait
-                # behind a poll page's 900 (it passes within the allowance, see `_take`).
+                # behind a poll page's 900 (it passes within the allowance above).
                 wait = max(wait, MIN_WAIT)
                 if wait >= LONG_WAIT and self._clock() - self._wait_logged >= MAX_WAIT:
                     self._wait_logged = self._clock()
